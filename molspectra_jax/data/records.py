@@ -1,0 +1,224 @@
+"""One record format for every molecule source: flat arrays + offsets.
+
+A `MoleculeDataset` holds M molecules as contiguous arrays (atomic numbers and
+positions of all atoms back to back, `offsets[m]:offsets[m+1]` slicing molecule m),
+so a 130k-molecule set is a handful of numpy arrays that save to one `.npz` file and
+load in well under a second. Readers (QM9, SDF/XYZ/SMILES, MD17, QM9S) all produce
+this; batching consumes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+
+# Elements the default models embed (QM9: H C N O F, plus the other organic elements
+# that PCQM4Mv2 and drug-like SDF files bring). Embedding tables are sized by
+# `max_atomic_number` in the model config; this list is what readers accept.
+ELEMENT_SYMBOLS = (
+    "X H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn "
+    "Ga Ge As Se Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe"
+).split()
+DEFAULT_ELEMENTS = (1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 35, 53)
+
+
+class DataError(ValueError):
+    """A molecule source is malformed or unsupported; the message names file and record."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MoleculeRecord:
+    """One molecule as read from a file: `atomic_numbers [n]`, `positions [n, 3]` (Å)."""
+
+    name: str
+    atomic_numbers: np.ndarray
+    positions: np.ndarray
+    targets: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class MoleculeDataset:
+    """M molecules in flat arrays.
+
+    Attributes:
+      ids: [M] int64, the source's molecule id (QM9 index, record number, ...).
+      atomic_numbers: [A] int32, all atoms back to back.
+      positions: [A, 3] float32, Å.
+      offsets: [M + 1] int64, molecule m is `offsets[m]:offsets[m + 1]`.
+      targets: [M, T] float64 per-molecule targets in `target_names` units, or [M, 0].
+      target_names: names of the T target columns.
+      atom_targets: optional [A, K] per-atom targets (e.g. forces, kcal/mol/Å).
+    """
+
+    ids: np.ndarray
+    atomic_numbers: np.ndarray
+    positions: np.ndarray
+    offsets: np.ndarray
+    targets: np.ndarray
+    target_names: tuple[str, ...] = ()
+    atom_targets: np.ndarray | None = None
+
+    def __post_init__(self):
+        m = len(self.ids)
+        if self.offsets.shape != (m + 1,) or self.offsets[-1] != len(self.atomic_numbers):
+            raise DataError(f"offsets {self.offsets.shape} do not match {m} molecules")
+        if self.positions.shape != (len(self.atomic_numbers), 3):
+            raise DataError(
+                f"positions {self.positions.shape} do not match "
+                f"{len(self.atomic_numbers)} atoms"
+            )
+        if self.targets.shape[:1] != (m,) or self.targets.shape[1] != len(self.target_names):
+            raise DataError(f"targets {self.targets.shape} vs names {self.target_names}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_atoms(self) -> np.ndarray:
+        """[M] number of atoms per molecule."""
+        return np.diff(self.offsets)
+
+    def molecule(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(atomic_numbers [n], positions [n, 3]) of molecule i."""
+        s, e = self.offsets[i], self.offsets[i + 1]
+        return self.atomic_numbers[s:e], self.positions[s:e]
+
+    def target(self, name: str) -> np.ndarray:
+        """[M] one target column by name."""
+        if name not in self.target_names:
+            raise KeyError(f"unknown target {name!r}; this dataset has {self.target_names}")
+        return self.targets[:, self.target_names.index(name)]
+
+    def select_targets(self, names: Sequence[str]) -> MoleculeDataset:
+        """The same molecules with only the target columns `names`, in that order."""
+        columns = np.stack([self.target(n) for n in names], axis=1) if names else None
+        return dataclasses.replace(
+            self,
+            targets=columns if columns is not None else np.zeros((len(self), 0)),
+            target_names=tuple(names),
+        )
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> MoleculeDataset:
+        """The molecules at `indices`, in that order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        counts = self.n_atoms[indices]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        atom_index = _ranges(self.offsets[indices], counts)
+        return MoleculeDataset(
+            ids=self.ids[indices],
+            atomic_numbers=self.atomic_numbers[atom_index],
+            positions=self.positions[atom_index],
+            offsets=offsets,
+            targets=self.targets[indices],
+            target_names=self.target_names,
+            atom_targets=None if self.atom_targets is None else self.atom_targets[atom_index],
+        )
+
+    def save(self, path: str, **metadata: str) -> None:
+        """Write to `path` (.npz) atomically: readers see the old file or the new one."""
+        arrays = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        arrays["target_names"] = np.array(self.target_names, dtype=str)
+        if self.atom_targets is None:
+            del arrays["atom_targets"]
+        arrays.update({f"meta_{k}": np.array(v) for k, v in metadata.items()})
+        atomic_save_npz(path, **arrays)
+
+    @classmethod
+    def load(cls, path: str) -> tuple[MoleculeDataset, dict[str, str]]:
+        """Inverse of `save`: (dataset, metadata)."""
+        with np.load(path) as f:
+            meta = {k[5:]: str(f[k]) for k in f.files if k.startswith("meta_")}
+            dataset = cls(
+                ids=f["ids"],
+                atomic_numbers=f["atomic_numbers"],
+                positions=f["positions"],
+                offsets=f["offsets"],
+                targets=f["targets"],
+                target_names=tuple(str(n) for n in f["target_names"]),
+                atom_targets=f["atom_targets"] if "atom_targets" in f.files else None,
+            )
+        return dataset, meta
+
+
+def from_records(
+    records: Sequence[MoleculeRecord], target_names: Sequence[str] = ()
+) -> MoleculeDataset:
+    """Pack a list of records (ids = 0..M-1 in list order) into a dataset."""
+    if not records:
+        raise DataError("no molecules to pack")
+    counts = [len(r.atomic_numbers) for r in records]
+    targets = np.array(
+        [r.targets if r.targets is not None else [] for r in records], dtype=np.float64
+    ).reshape(len(records), len(target_names))
+    return MoleculeDataset(
+        ids=np.arange(len(records), dtype=np.int64),
+        atomic_numbers=np.concatenate([r.atomic_numbers for r in records]).astype(np.int32),
+        positions=np.concatenate([r.positions for r in records]).astype(np.float32),
+        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        targets=targets,
+        target_names=tuple(target_names),
+    )
+
+
+def check_molecule(
+    source: str,
+    record: str,
+    atomic_numbers: np.ndarray,
+    positions: np.ndarray,
+    *,
+    elements: Sequence[int] = DEFAULT_ELEMENTS,
+    max_atoms: int | None = None,
+) -> None:
+    """Raise DataError naming `source` and `record` if the molecule cannot be modelled."""
+    where = f"{source}, record {record}"
+    if len(atomic_numbers) == 0:
+        raise DataError(f"{where}: molecule has no atoms")
+    if positions.shape != (len(atomic_numbers), 3):
+        raise DataError(f"{where}: positions shape {positions.shape} for {len(atomic_numbers)} atoms")
+    if not np.all(np.isfinite(positions)):
+        raise DataError(f"{where}: non-finite coordinates")
+    unsupported = sorted(set(int(z) for z in atomic_numbers) - set(elements))
+    if unsupported:
+        names = ", ".join(ELEMENT_SYMBOLS[z] if z < len(ELEMENT_SYMBOLS) else str(z) for z in unsupported)
+        raise DataError(f"{where}: unsupported element(s) {names}; the model embeds {list(elements)}")
+    if max_atoms is not None and len(atomic_numbers) > max_atoms:
+        raise DataError(f"{where}: {len(atomic_numbers)} atoms exceeds the budget of {max_atoms}")
+
+
+def split_indices(
+    n: int, sizes: Sequence[int], seed: int
+) -> list[np.ndarray]:
+    """Seeded permutation of range(n) cut into consecutive parts of `sizes`; the rest last.
+
+    QM9's standard split is sizes=(110_000, 10_000): train, valid, and the rest test.
+    """
+    if sum(sizes) > n:
+        raise ValueError(f"split sizes {list(sizes)} exceed the {n} molecules available")
+    perm = np.random.default_rng(seed).permutation(n)
+    cuts = np.cumsum(sizes)
+    return np.split(perm, cuts)
+
+
+def atomic_save_npz(path: str, **arrays: np.ndarray) -> None:
+    """np.savez to a temporary file in the same folder, then rename over `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp.npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, s + c) for each (s, c), vectorised."""
+    total = int(counts.sum())
+    shifts = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    return np.arange(total, dtype=np.int64) + shifts

@@ -1,0 +1,45 @@
+"""Target statistics from the train split: per-element reference values, mean, std."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from molspectra_jax.data.records import MoleculeDataset
+
+
+def composition_matrix(dataset: MoleculeDataset, max_z: int) -> np.ndarray:
+    """[M, max_z] count of each element in each molecule."""
+    molecule = np.repeat(np.arange(len(dataset)), dataset.n_atoms)
+    counts = np.zeros((len(dataset), max_z))
+    np.add.at(counts, (molecule, dataset.atomic_numbers), 1.0)
+    return counts
+
+
+def fit_atomref(
+    dataset: MoleculeDataset, targets: Sequence[str], use_atomref: Sequence[bool], max_z: int
+) -> np.ndarray:
+    """[max_z, T] least-squares per-element contributions (zero where not used).
+
+    Fitting y ~ sum_z n_z a_z on the train split removes most of the variance of
+    extensive energies (U0/U/H/G), so the network learns the small remainder.
+    """
+    counts = composition_matrix(dataset, max_z)
+    present = counts.sum(0) > 0
+    atomref = np.zeros((max_z, len(targets)))
+    for t, (name, use) in enumerate(zip(targets, use_atomref, strict=True)):
+        if use:
+            coef, *_ = np.linalg.lstsq(counts[:, present], dataset.target(name), rcond=None)
+            atomref[present, t] = coef
+    return atomref
+
+
+def target_statistics(
+    dataset: MoleculeDataset, targets: Sequence[str], atomref: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mean [T], std [T]) of each target after subtracting its atomref sum."""
+    y = np.stack([dataset.target(name) for name in targets], axis=1)  # [M, T]
+    residual = y - composition_matrix(dataset, atomref.shape[0]) @ atomref
+    std = residual.std(0)
+    return residual.mean(0), np.where(std > 0, std, 1.0)

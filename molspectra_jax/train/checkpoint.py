@@ -1,0 +1,103 @@
+"""Orbax checkpoints: latest (resumable) and best-by-validation, each carrying its config.
+
+A checkpoint holds the TrainState arrays (step, params, opt_state, key), extra arrays
+(e.g. target statistics), the data iterator position and the run's config. Orbax
+writes into a temporary folder and renames it when complete, so a run killed mid-save
+leaves the previous checkpoint intact (the partial folder is ignored and cleaned up).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or does not match the model."""
+
+
+def _manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True
+    )
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def check_finite(tree: Any, what: str) -> None:
+    """Raise before a NaN/Inf ever reaches disk."""
+    bad = [jax.tree_util.keystr(p) for p, x in jax.tree_util.tree_leaves_with_path(tree)
+           if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) and not jnp.all(jnp.isfinite(x))]
+    if bad:
+        raise FloatingPointError(f"refusing to checkpoint {what}: non-finite values in {bad[:5]}")
+
+
+class Checkpointer:
+    """`<workdir>/checkpoints/{latest,best}`: save, restore latest, restore best."""
+
+    def __init__(self, workdir: str, max_to_keep: int = 2):
+        root = os.path.join(workdir, "checkpoints")
+        self.latest = _manager(os.path.join(root, "latest"), max_to_keep)
+        self.best = _manager(os.path.join(root, "best"), 1)
+
+    def save(self, manager: str, step: int, arrays: dict, data_state: dict, config: dict) -> None:
+        check_finite(arrays, f"step {step}")
+        mgr = getattr(self, manager)
+        mgr.save(
+            step,
+            args=ocp.args.Composite(
+                arrays=ocp.args.StandardSave(arrays),
+                data=ocp.args.JsonSave(data_state),
+                config=ocp.args.JsonSave(config),
+            ),
+        )
+        mgr.wait_until_finished()
+
+    def latest_step(self, manager: str = "latest") -> int | None:
+        return getattr(self, manager).latest_step()
+
+    def restore(self, manager: str, abstract_arrays: dict, step: int | None = None):
+        """(arrays, data_state, config) of `step` (default: newest) shaped like the abstract tree."""
+        mgr = getattr(self, manager)
+        step = mgr.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {mgr.directory}")
+        try:
+            restored = mgr.restore(
+                step,
+                args=ocp.args.Composite(
+                    arrays=ocp.args.StandardRestore(abstract_arrays),
+                    data=ocp.args.JsonRestore(),
+                    config=ocp.args.JsonRestore(),
+                ),
+            )
+        except Exception as e:  # orbax raises many types; name the folder and the cause
+            raise CheckpointError(
+                f"cannot restore checkpoint {mgr.directory}/{step}: {type(e).__name__}: {e}"
+            ) from e
+        return restored.arrays, restored.data, restored.config
+
+    def close(self) -> None:
+        self.latest.close()
+        self.best.close()
+
+
+def read_checkpoint_arrays(directory: str, step: int | None = None) -> tuple[dict, dict]:
+    """Raw (arrays, config) of a checkpoint folder without a template (hand-off, inspection)."""
+    mgr = _manager(directory, 1)
+    step = mgr.latest_step() if step is None else step
+    if step is None:
+        raise CheckpointError(f"no checkpoint in {directory}")
+    try:
+        restored = mgr.restore(
+            step,
+            args=ocp.args.Composite(arrays=ocp.args.StandardRestore(), config=ocp.args.JsonRestore()),
+        )
+    except Exception as e:
+        raise CheckpointError(f"cannot read checkpoint {directory}/{step}: {e}") from e
+    finally:
+        mgr.close()
+    return restored.arrays, restored.config

@@ -1,0 +1,32 @@
+"""Optimizer: AdamW with linear warmup and cosine decay (the MolSpectra/Coord recipe)."""
+
+from __future__ import annotations
+
+import optax
+
+
+def learning_rate_schedule(config, total_steps: int) -> optax.Schedule:
+    """Linear warmup from 0 to `config.learning_rate`, then cosine to `lr * final_lr_factor`."""
+    warmup = min(config.warmup_steps, max(total_steps - 1, 0))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=config.learning_rate,
+        warmup_steps=warmup,
+        decay_steps=max(total_steps, warmup + 1),
+        end_value=config.learning_rate * config.final_lr_factor,
+    )
+
+
+def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+    """AdamW (+ global-norm clipping if `config.clip_norm` > 0), skipping non-finite updates.
+
+    `apply_if_finite` drops a step whose gradients contain NaN/Inf and leaves params and
+    moments untouched, so one bad batch never poisons the state that gets checkpointed.
+    """
+    chain = []
+    if config.clip_norm > 0:
+        chain.append(optax.clip_by_global_norm(config.clip_norm))
+    chain.append(
+        optax.adamw(learning_rate_schedule(config, total_steps), weight_decay=config.weight_decay)
+    )
+    return optax.apply_if_finite(optax.chain(*chain), max_consecutive_errors=config.max_bad_steps)

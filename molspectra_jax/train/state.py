@@ -1,0 +1,30 @@
+"""TrainState: everything a step reads and writes, as one pytree (checkpointed whole)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import optax
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """step [] int, params, opt_state, key (raw uint32[2], folded with the step for noise)."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, params, tx, key) -> TrainState:
+        return cls(step=jax.numpy.zeros((), "int32"), params=params, opt_state=tx.init(params),
+                   key=key, tx=tx)
+
+    def apply_gradients(self, grads) -> TrainState:
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        return self.replace(
+            step=self.step + 1, params=optax.apply_updates(self.params, updates), opt_state=opt_state
+        )

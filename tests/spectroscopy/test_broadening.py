@@ -1,0 +1,67 @@
+"""Sticks -> QM9S grids: lengths, peak areas, ragged batching."""
+
+import numpy as np
+import pytest
+
+from molspectra_jax.spectroscopy import broadening as b
+
+
+def test_grids_have_qm9s_lengths():
+    vib, uv = b.vib_grid(), b.uv_grid()
+    assert vib.shape == (3501,) and vib[0] == 500.0 and vib[-1] == 4000.0
+    assert uv.shape == (701,) and uv[0] == 1.0 and uv[-1] == pytest.approx(15.0)
+
+
+@pytest.mark.parametrize("shape,fwhm", [("lorentzian", 12.0), ("gaussian", 30.0)])
+def test_each_peak_area_equals_its_stick(shape, fwhm):
+    grid = np.arange(-20000.0, 20000.0, 0.5)  # wide, so the Lorentzian tails are inside
+    for center, weight in [(0.0, 1.0), (123.25, 37.5), (-900.0, 0.01)]:
+        spectrum = b.broaden(grid, np.array([center]), np.array([weight]), fwhm, shape)
+        area = spectrum.sum() * 0.5
+        assert area == pytest.approx(weight, rel=2e-3)
+        assert grid[np.argmax(spectrum)] == pytest.approx(center, abs=0.5)
+
+
+@pytest.mark.parametrize("shape", ["lorentzian", "gaussian"])
+def test_fwhm_is_the_full_width_at_half_maximum(shape):
+    grid = np.linspace(-50, 50, 100001)
+    spectrum = b.broaden(grid, np.array([0.0]), np.array([1.0]), 12.0, shape)
+    above = grid[spectrum >= spectrum.max() / 2]
+    assert above[-1] - above[0] == pytest.approx(12.0, abs=2e-3)
+
+
+def test_default_grids_keep_the_area_of_inner_sticks():
+    config = b.BroadeningConfig(frequency_scale=1.0)
+    ir = b.broaden_vibrational(np.array([1500.0]), np.array([80.0]), np.array([0, 1]), config)
+    uv = b.broaden_uv(np.array([7.0]), np.array([0.3]), np.array([0, 1]), config)
+    assert ir.shape == (1, 3501) and uv.shape == (1, 701) and ir.dtype == np.float32
+    assert ir.sum() * config.vib_step == pytest.approx(80.0, rel=5e-3)  # Lorentz tails
+    assert uv.sum() * config.uv_step == pytest.approx(0.3, rel=1e-4)
+
+
+def test_frequency_scale_moves_the_peak():
+    config = b.BroadeningConfig(frequency_scale=0.965)
+    ir = b.broaden_vibrational(np.array([2000.0]), np.array([1.0]), np.array([0, 1]), config)
+    assert b.vib_grid(config)[np.argmax(ir[0])] == 1930.0
+
+
+def test_ragged_batch_matches_one_by_one_and_empty_rows_are_zero():
+    rng = np.random.default_rng(0)
+    counts = [3, 0, 5, 1]
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    centers = rng.uniform(600, 3900, offsets[-1])
+    weights = rng.uniform(0, 10, offsets[-1])
+    grid = b.vib_grid()
+    batch = b.broaden_ragged(grid, centers, weights, offsets, 12.0, "lorentzian", chunk=3)
+    for m in range(len(counts)):
+        lo, hi = offsets[m], offsets[m + 1]
+        one = b.broaden(grid, centers[lo:hi], weights[lo:hi], 12.0, "lorentzian")
+        np.testing.assert_allclose(batch[m], one, rtol=1e-5, atol=1e-9)
+    assert not batch[1].any()
+
+
+def test_unknown_shape_and_mismatched_sticks_raise():
+    with pytest.raises(ValueError, match="unknown peak shape"):
+        b.broaden(b.uv_grid(), np.zeros(1), np.ones(1), 0.5, "voigt")
+    with pytest.raises(ValueError, match="must be equal"):
+        b.broaden(b.uv_grid(), np.zeros(2), np.ones(3), 0.5, "gaussian")

@@ -14,3 +14,14 @@ def _debug_nans():
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+@pytest.fixture(scope="session")
+def qm9_sample():
+    """200 real QM9 molecules (seeded pick), the same in every test session."""
+    import numpy as np
+
+    from molspectra_jax.data.qm9 import load_qm9
+
+    dataset = load_qm9(verbose=False)
+    return dataset.subset(np.random.default_rng(0).choice(len(dataset), 200, replace=False))

@@ -56,6 +56,10 @@ class VectorNorm(nn.Module):
 
     kind: str = "rms"
     eps: float = 1e-5
+    # Whitening divides by the smallest covariance eigenvalue: planar or nearly collinear
+    # vector features make float32 round-off blow up (not equivariant to 1e-3). A ridge
+    # relative to the trace caps the condition number at ~1/relative_eps.
+    relative_eps: float = 1e-3
 
     @nn.compact
     def __call__(self, vec: jax.Array) -> jax.Array:
@@ -68,7 +72,8 @@ class VectorNorm(nn.Module):
         if self.kind == "whitened":
             vec = vec - vec.mean(-1, keepdims=True)
             cov = vec @ jnp.swapaxes(vec, 1, 2) / vec.shape[-1]  # [N, 3, 3]
-            cov = cov + self.eps * jnp.eye(3)
+            ridge = self.eps + self.relative_eps * jnp.trace(cov, axis1=1, axis2=2) / 3  # [N]
+            cov = cov + ridge[:, None, None] * jnp.eye(3)
             return inverse_sqrt_spd(cov) @ vec * weight
         raise ValueError(f"unknown vector norm {self.kind!r}; choose none, rms, whitened")
 

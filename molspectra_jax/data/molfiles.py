@@ -9,6 +9,7 @@ dropped or guessed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -34,7 +35,12 @@ def read_sdf(
     """3D molecules of an SDF file, hydrogens kept, in file order."""
     from rdkit import Chem
 
-    supplier = Chem.SDMolSupplier(path, removeHs=False, sanitize=True)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise DataError(f"{path}: no SDF records found")  # RDKit: "Invalid input file"
+    try:
+        supplier = Chem.SDMolSupplier(path, removeHs=False, sanitize=True)
+    except OSError as e:  # RDKit raises "File error: Bad input file" for a missing file
+        raise DataError(f"{path}: cannot read ({e})") from e
     if supplier is None or len(supplier) == 0:
         raise DataError(f"{path}: no SDF records found")
 
@@ -72,9 +78,12 @@ def read_xyz(
             continue
         try:
             n = int(lines[cursor].split()[0])
+            if n < 0:  # would move the cursor backwards (n = -2: forever)
+                raise ValueError
         except ValueError:
             raise DataError(
-                f"{path}, line {cursor + 1}: expected an atom count, got {lines[cursor]!r}"
+                f"{path}, record {len(frames) + 1} (line {cursor + 1}): "
+                f"expected an atom count, got {lines[cursor]!r}"
             ) from None
         frames.append((cursor, lines[cursor : cursor + n + 2]))
         cursor += n + 2
@@ -84,7 +93,7 @@ def read_xyz(
         n = int(block[0].split()[0])
         where = f"{path}, record {i + 1} (line {start + 1})"
         if len(block) != n + 2:
-            raise DataError(f"{where}: file ends after {len(block) - 2} of {n} atoms")
+            raise DataError(f"{where}: file ends after {max(len(block) - 2, 0)} of {n} atoms")
         z, pos = [], []
         for j, line in enumerate(block[2:]):
             fields = line.split()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import zipfile
 
 import numpy as np
 
@@ -63,7 +64,9 @@ def load_qm9(cache_dir: str | None = None, *, verbose: bool = True) -> MoleculeD
             dataset, meta = MoleculeDataset.load(path)
             if meta.get("source") == fingerprint:
                 return dataset
-        except (OSError, ValueError, KeyError) as e:  # corrupt cache: rebuild it
+        # Corrupt cache: rebuild it. An empty file raises EOFError and a truncated
+        # one BadZipFile, neither of which is an OSError or ValueError.
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             if verbose:
                 print(f"QM9 cache {path} unreadable ({e}); rebuilding")
     if verbose:

@@ -1,0 +1,245 @@
+"""Static-shape batching of real QM9 molecules: budgets, padding, edges, iteration order."""
+
+import numpy as np
+import pytest
+
+from molspectra_jax.data.batching import (
+    BatchIterator,
+    Budget,
+    GraphBatch,
+    candidate_edges,
+    collate,
+    make_budget,
+    pack_shard,
+    padding_fraction,
+)
+
+CUTOFF, SKIN = 5.0, 1.0
+
+
+@pytest.fixture(scope="module")
+def edges(qm9_sample):
+    return candidate_edges(qm9_sample, CUTOFF + SKIN)
+
+
+def pair_set(positions, radius):
+    """Reference: ordered pairs (i, j), i != j, closer than radius, by brute force."""
+    n = len(positions)
+    return {
+        (i, j)
+        for i in range(n)
+        for j in range(n)
+        if i != j and np.sqrt(((positions[i] - positions[j]) ** 2).sum()) < radius
+    }
+
+
+def molecule_edges(edges, m):
+    s, e = edges.offsets[m], edges.offsets[m + 1]
+    return set(zip(edges.senders[s:e].tolist(), edges.receivers[s:e].tolist(), strict=True))
+
+
+def test_candidate_edges_match_brute_force(qm9_sample, edges):
+    assert edges.radius == CUTOFF + SKIN
+    assert edges.offsets[-1] == len(edges.senders) == len(edges.receivers)
+    for m in range(0, len(qm9_sample), 7):
+        _, pos = qm9_sample.molecule(m)
+        assert molecule_edges(edges, m) == pair_set(pos.astype(np.float64), CUTOFF + SKIN)
+
+
+def test_skin_keeps_every_pair_within_cutoff_after_noise(qm9_sample, edges):
+    """Noise of sigma 0.04 Å (denoising pre-training) moves atoms after the edges are built."""
+    rng = np.random.default_rng(0)
+    missed_without_skin = 0
+    tight = candidate_edges(qm9_sample, CUTOFF)
+    for m in range(len(qm9_sample)):
+        _, pos = qm9_sample.molecule(m)
+        noisy = pos + rng.normal(scale=0.04, size=pos.shape)
+        needed = pair_set(noisy, CUTOFF)
+        assert needed <= molecule_edges(edges, m), f"molecule {m} lost a pair"
+        missed_without_skin += len(needed - molecule_edges(tight, m))
+    assert missed_without_skin > 0  # the reason for the skin: without it pairs are lost
+
+
+def test_make_budget(qm9_sample, edges):
+    budget = make_budget(qm9_sample, edges, batch_size=16, n_shards=2, slack=1.15)
+    assert budget.n_shards == 2 and budget.graphs == 8 + 1
+    assert budget.atoms >= qm9_sample.n_atoms.max() + 1
+    assert budget.atoms >= np.ceil(8 * qm9_sample.n_atoms.mean() * 1.15) + 1
+    assert budget.edges >= edges.n_edges.max() + 1
+    with pytest.raises(ValueError, match="batch_size 10 is not divisible by 4 shards"):
+        make_budget(qm9_sample, edges, batch_size=10, n_shards=4)
+
+
+def test_pack_shard_rejects_molecule_larger_than_budget(qm9_sample, edges):
+    big = int(np.argmax(qm9_sample.n_atoms))
+    tiny = Budget(n_shards=1, graphs=4, atoms=int(qm9_sample.n_atoms[big]), edges=10_000)
+    with pytest.raises(ValueError, match=f"molecule {big} .* does not fit the budget"):
+        pack_shard(np.array([big]), 0, qm9_sample.n_atoms, edges.n_edges, tiny)
+    assert pack_shard(np.array([big]), 1, qm9_sample.n_atoms, edges.n_edges, tiny) == 1
+
+
+def check_batch(batch, dataset, edges, budget):
+    """Every static-shape, padding and content convention of one GraphBatch."""
+    s_, g_, n_, e_ = budget.n_shards, budget.graphs, budget.atoms, budget.edges
+    assert batch.atomic_numbers.shape == (s_, n_) and batch.positions.shape == (s_, n_, 3)
+    assert batch.senders.shape == batch.receivers.shape == batch.edge_mask.shape == (s_, e_)
+    assert batch.graph_mask.shape == batch.molecule_index.shape == (s_, g_)
+    assert batch.targets.shape == (s_, g_, dataset.targets.shape[1])
+    for s in range(s_):
+        atoms, emask, gmask = batch.atom_mask[s], batch.edge_mask[s], batch.graph_mask[s]
+        # Budgets: one graph slot and one atom slot are always padding.
+        assert gmask.sum() <= g_ - 1 and not gmask[-1]
+        assert atoms.sum() <= n_ - 1 and not atoms[-1]
+        # Real slots first, padding after.
+        assert np.all(atoms[: atoms.sum()]) and np.all(emask[: emask.sum()])
+        assert np.all(gmask[: gmask.sum()])
+        # Padding atoms belong to the last graph slot, carry zeros.
+        assert np.all(batch.graph_index[s][~atoms] == g_ - 1)
+        assert np.all(batch.atomic_numbers[s][~atoms] == 0)
+        assert np.all(batch.positions[s][~atoms] == 0)
+        assert np.all(batch.molecule_index[s][~gmask] == -1)
+        # Padding edges are self-loops on the last (padding) atom.
+        assert np.all(batch.senders[s][~emask] == n_ - 1)
+        assert np.all(batch.receivers[s][~emask] == n_ - 1)
+        # Real edges join real atoms of the same graph: no inter-molecular edges.
+        snd, rcv = batch.senders[s][emask], batch.receivers[s][emask]
+        assert np.all(atoms[snd]) and np.all(atoms[rcv]) and np.all(snd != rcv)
+        np.testing.assert_array_equal(batch.graph_index[s][snd], batch.graph_index[s][rcv])
+        # Contents: each graph slot holds exactly its dataset molecule.
+        for g in np.nonzero(gmask)[0]:
+            m = batch.molecule_index[s, g]
+            z, pos = dataset.molecule(m)
+            slots = np.nonzero(atoms & (batch.graph_index[s] == g))[0]
+            np.testing.assert_array_equal(batch.atomic_numbers[s, slots], z)
+            np.testing.assert_array_equal(batch.positions[s, slots], pos)
+            np.testing.assert_allclose(batch.targets[s, g], dataset.targets[m], rtol=1e-6)
+            in_graph = batch.graph_index[s][snd] == g
+            local = set(
+                zip(
+                    (snd[in_graph] - slots[0]).tolist(),
+                    (rcv[in_graph] - slots[0]).tolist(),
+                    strict=True,
+                )
+            )
+            assert local == molecule_edges(edges, m)
+
+
+def test_train_batches_respect_budgets_and_conventions(qm9_sample, edges):
+    budget = make_budget(qm9_sample, edges, batch_size=16, n_shards=2)
+    iterator = BatchIterator(qm9_sample, edges, budget, seed=0, shuffle=True)
+    for _ in range(8):
+        check_batch(next(iterator), qm9_sample, edges, budget)
+
+
+def test_tight_budget_packs_by_atoms(qm9_sample, edges):
+    """With no slack the atom budget, not the graph count, usually closes a shard."""
+    budget = make_budget(qm9_sample, edges, batch_size=12, slack=0.6)
+    iterator = BatchIterator(qm9_sample, edges, budget, shuffle=False)
+    seen = []
+    for batch in iterator.one_pass():
+        check_batch(batch, qm9_sample, edges, budget)
+        assert batch.atom_mask.sum() <= budget.atoms - 1
+        assert batch.edge_mask.sum() <= budget.edges
+        seen.append(batch.graph_mask.sum())
+    assert min(seen[:-1]) < budget.graphs - 1  # shards closed early by atoms/edges
+
+
+def test_one_pass_sees_every_molecule_once_in_order(qm9_sample, edges):
+    budget = make_budget(qm9_sample, edges, batch_size=24, n_shards=3)
+    iterator = BatchIterator(qm9_sample, edges, budget, shuffle=False)
+    for _ in range(2):  # a second pass starts over
+        seen = []
+        for batch in iterator.one_pass():
+            check_batch(batch, qm9_sample, edges, budget)
+            index = batch.molecule_index.reshape(-1)
+            seen.extend(index[index >= 0].tolist())
+        assert seen == list(range(len(qm9_sample)))
+    with pytest.raises(StopIteration):
+        next(iterator)
+    with pytest.raises(ValueError, match="one_pass is for evaluation"):
+        next(BatchIterator(qm9_sample, edges, budget, shuffle=True).one_pass())
+
+
+def _epochs(iterator, n_epochs):
+    """Molecule order of each of the first `n_epochs` training epochs."""
+    orders = [[] for _ in range(n_epochs + 1)]
+    while iterator.state()["epoch"] < n_epochs:
+        index = next(iterator).molecule_index.reshape(-1)
+        orders[iterator.state()["epoch"]].extend(index[index >= 0].tolist())
+    return orders[:n_epochs]
+
+
+def test_training_epochs_cover_everything_and_reshuffle(qm9_sample, edges):
+    budget = make_budget(qm9_sample, edges, batch_size=32, n_shards=2)
+    first, second = _epochs(BatchIterator(qm9_sample, edges, budget, seed=5), 2)
+    assert sorted(first) == sorted(second) == list(range(len(qm9_sample)))
+    assert first != second and first != list(range(len(qm9_sample)))
+    other_seed = _epochs(BatchIterator(qm9_sample, edges, budget, seed=6), 1)[0]
+    assert other_seed != first
+    same_seed = _epochs(BatchIterator(qm9_sample, edges, budget, seed=5), 1)[0]
+    assert same_seed == first
+
+
+def assert_same_batch(a, b):
+    for name, x, y in zip(GraphBatch._fields, a, b, strict=True):
+        if name == "spectra":
+            assert x.keys() == y.keys()
+            for k in x:
+                np.testing.assert_array_equal(x[k], y[k])
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+def test_state_restore_resumes_identical_batches(qm9_sample, edges):
+    budget = make_budget(qm9_sample, edges, batch_size=32, n_shards=2)
+    original = BatchIterator(qm9_sample, edges, budget, seed=3)
+    for _ in range(5):
+        next(original)
+    state = dict(original.state())
+    expected = [next(original) for _ in range(12)]  # crosses an epoch boundary
+    assert original.state()["epoch"] > state["epoch"]
+
+    resumed = BatchIterator(qm9_sample, edges, budget, seed=3)
+    resumed.restore({k: np.int64(v) for k, v in state.items()})  # as from a checkpoint
+    for want in expected:
+        assert_same_batch(next(resumed), want)
+    assert resumed.state() == original.state()
+
+
+def test_spectra_and_atom_targets_follow_their_molecules(qm9_sample, edges):
+    rng = np.random.default_rng(0)
+    spectra = {"ir": rng.normal(size=(len(qm9_sample), 7)).astype(np.float32)}
+    forces = rng.normal(size=(qm9_sample.offsets[-1], 3)).astype(np.float32)
+    dataset = qm9_sample.__class__(**{**qm9_sample.__dict__, "atom_targets": forces})
+    budget = make_budget(dataset, edges, batch_size=8)
+    shards = [np.array([4, 150, 9])]
+    batch = collate(dataset, edges, shards, budget, spectra)
+    assert batch.spectra["ir"].shape == (1, budget.graphs, 7)
+    np.testing.assert_array_equal(batch.spectra["ir"][0, :3], spectra["ir"][[4, 150, 9]])
+    assert np.all(batch.spectra["ir"][0, 3:] == 0)
+    slots = np.nonzero(batch.atom_mask[0] & (batch.graph_index[0] == 1))[0]
+    np.testing.assert_array_equal(
+        batch.atom_targets[0, slots], forces[dataset.offsets[150] : dataset.offsets[151]]
+    )
+    assert np.all(batch.atom_targets[0][~batch.atom_mask[0]] == 0)
+
+
+def test_padding_fraction(qm9_sample, edges):
+    budget = Budget(n_shards=2, graphs=4, atoms=40, edges=1000)
+    rows = [np.array([0, 1]), np.array([2])]
+    batch = collate(qm9_sample, edges, rows, budget)
+    n_atoms = qm9_sample.n_atoms[[0, 1, 2]].sum()
+    n_edges = edges.n_edges[[0, 1, 2]].sum()
+    fractions = padding_fraction(batch)
+    assert fractions["graphs"] == pytest.approx(1 - 3 / 8)
+    assert fractions["atoms"] == pytest.approx(1 - n_atoms / 80)
+    assert fractions["edges"] == pytest.approx(1 - n_edges / 2000)
+    empty = collate(qm9_sample, edges, [np.array([], np.int64)] * 2, budget)
+    assert padding_fraction(empty) == {"atoms": 1.0, "edges": 1.0, "graphs": 1.0}
+
+
+def test_default_slack_keeps_padding_modest(qm9_sample, edges):
+    budget = make_budget(qm9_sample, edges, batch_size=32, slack=1.15)
+    iterator = BatchIterator(qm9_sample, edges, budget, shuffle=False)
+    atoms = [padding_fraction(b)["atoms"] for b in list(iterator.one_pass())[:-1]]
+    assert 0.0 < np.mean(atoms) < 0.3

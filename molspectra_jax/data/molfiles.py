@@ -28,11 +28,17 @@ _Z = {s: z for z, s in enumerate(ELEMENT_SYMBOLS) if z > 0}
 def read_sdf(
     path: str,
     *,
+    add_hydrogens: bool = False,
     elements: Sequence[int] = DEFAULT_ELEMENTS,
     max_atoms: int | None = None,
     on_error: str = "raise",
 ) -> tuple[list[MoleculeRecord], list[str]]:
-    """3D molecules of an SDF file, hydrogens kept, in file order."""
+    """3D molecules of an SDF file, hydrogens kept, in file order.
+
+    Records with implicit hydrogens (heavy atoms only, common in docking SDFs) raise,
+    since the model needs every atom in 3D; `add_hydrogens=True` places them with
+    RDKit's `AddHs(addCoords=True)` instead.
+    """
     from rdkit import Chem
 
     if os.path.isfile(path) and os.path.getsize(path) == 0:
@@ -51,6 +57,14 @@ def read_sdf(
         name = mol.GetProp("_Name") if mol.HasProp("_Name") else ""
         if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
             raise DataError(f"{path}, record {i + 1} ({name}): no 3D coordinates")
+        implicit = sum(a.GetNumImplicitHs() for a in mol.GetAtoms())
+        if implicit and not add_hydrogens:
+            raise DataError(
+                f"{path}, record {i + 1} ({name}): {implicit} implicit hydrogens without "
+                "coordinates; pass add_hydrogens=True to place them"
+            )
+        if implicit:
+            mol = Chem.AddHs(mol, addCoords=True)
         z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], np.int32)
         pos = np.asarray(mol.GetConformer().GetPositions(), np.float32)
         return MoleculeRecord(name or f"{path}:{i + 1}", z, pos)

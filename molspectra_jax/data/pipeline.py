@@ -40,7 +40,9 @@ def split_dataset(dataset: MoleculeDataset, config) -> dict[str, MoleculeDataset
         limit = config[f"n_{name}"]
         indices = parts[name] if limit < 0 else parts[name][:limit]
         if len(indices) == 0:
-            raise DataError(f"the {name} split is empty (n_{name}={limit}, {len(dataset)} molecules)")
+            raise DataError(
+                f"the {name} split is empty (n_{name}={limit}, {len(dataset)} molecules)"
+            )
         out[name] = dataset.subset(indices)
     return out
 
@@ -65,21 +67,27 @@ def make_iterators(
     edges = {name: candidate_edges(dataset, radius) for name, dataset in splits.items()}
     budgets = {
         name: make_budget(
-            dataset, edges[name], config.batch_size if name == "train" else config.eval_batch_size,
-            n_shards, config.budget_slack,
+            dataset,
+            edges[name],
+            config.batch_size if name == "train" else config.eval_batch_size,
+            n_shards,
+            config.budget_slack,
         )
         for name, dataset in splits.items()
     }
     # One eval budget for every eval split: one compilation of the prediction function.
     eval_budget = Budget(
         n_shards,
-        *(max(getattr(b, f) for n, b in budgets.items() if n != "train")
-          for f in ("graphs", "atoms", "edges")),
+        *(
+            max(getattr(b, f) for n, b in budgets.items() if n != "train")
+            for f in ("graphs", "atoms", "edges")
+        ),
     )
     budgets.update({name: eval_budget for name in budgets if name != "train"})
     iterators = {
-        name: BatchIterator(dataset, edges[name], budgets[name], seed=config.shuffle_seed,
-                            shuffle=name == "train")
+        name: BatchIterator(
+            dataset, edges[name], budgets[name], seed=config.shuffle_seed, shuffle=name == "train"
+        )
         for name, dataset in splits.items()
     }
     return iterators, budgets

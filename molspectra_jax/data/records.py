@@ -68,8 +68,7 @@ class MoleculeDataset:
             raise DataError(f"offsets {self.offsets.shape} do not match {m} molecules")
         if self.positions.shape != (len(self.atomic_numbers), 3):
             raise DataError(
-                f"positions {self.positions.shape} do not match "
-                f"{len(self.atomic_numbers)} atoms"
+                f"positions {self.positions.shape} do not match {len(self.atomic_numbers)} atoms"
             )
         if self.targets.shape[:1] != (m,) or self.targets.shape[1] != len(self.target_names):
             raise DataError(f"targets {self.targets.shape} vs names {self.target_names}")
@@ -178,20 +177,24 @@ def check_molecule(
     if len(atomic_numbers) == 0:
         raise DataError(f"{where}: molecule has no atoms")
     if positions.shape != (len(atomic_numbers), 3):
-        raise DataError(f"{where}: positions shape {positions.shape} for {len(atomic_numbers)} atoms")
+        raise DataError(
+            f"{where}: positions shape {positions.shape} for {len(atomic_numbers)} atoms"
+        )
     if not np.all(np.isfinite(positions)):
         raise DataError(f"{where}: non-finite coordinates")
     unsupported = sorted(set(int(z) for z in atomic_numbers) - set(elements))
     if unsupported:
-        names = ", ".join(ELEMENT_SYMBOLS[z] if z < len(ELEMENT_SYMBOLS) else str(z) for z in unsupported)
-        raise DataError(f"{where}: unsupported element(s) {names}; the model embeds {list(elements)}")
+        names = ", ".join(
+            ELEMENT_SYMBOLS[z] if z < len(ELEMENT_SYMBOLS) else str(z) for z in unsupported
+        )
+        raise DataError(
+            f"{where}: unsupported element(s) {names}; the model embeds {list(elements)}"
+        )
     if max_atoms is not None and len(atomic_numbers) > max_atoms:
         raise DataError(f"{where}: {len(atomic_numbers)} atoms exceeds the budget of {max_atoms}")
 
 
-def split_indices(
-    n: int, sizes: Sequence[int], seed: int
-) -> list[np.ndarray]:
+def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[np.ndarray]:
     """Seeded permutation of range(n) cut into consecutive parts of `sizes`; the rest last.
 
     QM9's standard split is sizes=(110_000, 10_000): train, valid, and the rest test.
@@ -211,6 +214,7 @@ def atomic_save_npz(path: str, **arrays: np.ndarray) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must stay readable
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

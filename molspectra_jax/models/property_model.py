@@ -33,8 +33,17 @@ class PropertyModel(nn.Module):
     noise_head: bool = False
 
     @nn.compact
-    def __call__(self, atomic_numbers, positions, senders, receivers, edge_mask, atom_mask,
-                 graph_index, n_graphs: int):
+    def __call__(
+        self,
+        atomic_numbers,
+        positions,
+        senders,
+        receivers,
+        edge_mask,
+        atom_mask,
+        graph_index,
+        n_graphs: int,
+    ):
         """Shard arrays ([N], [N, 3], [E], ...) -> {"raw": [G, T], "noise": [N, 3]?}."""
         x, vec = self.encoder(atomic_numbers, positions, senders, receivers, edge_mask, atom_mask)
         columns = []

@@ -29,8 +29,11 @@ def _manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
 
 def check_finite(tree: Any, what: str) -> None:
     """Raise before a NaN/Inf ever reaches disk."""
-    bad = [jax.tree_util.keystr(p) for p, x in jax.tree_util.tree_leaves_with_path(tree)
-           if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) and not jnp.all(jnp.isfinite(x))]
+    bad = [
+        jax.tree_util.keystr(p)
+        for p, x in jax.tree_util.tree_leaves_with_path(tree)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) and not jnp.all(jnp.isfinite(x))
+    ]
     if bad:
         raise FloatingPointError(f"refusing to checkpoint {what}: non-finite values in {bad[:5]}")
 
@@ -60,7 +63,7 @@ class Checkpointer:
         return getattr(self, manager).latest_step()
 
     def restore(self, manager: str, abstract_arrays: dict, step: int | None = None):
-        """(arrays, data_state, config) of `step` (default: newest) shaped like the abstract tree."""
+        """(arrays, data_state, config) of `step` (default newest), shaped like the template."""
         mgr = getattr(self, manager)
         step = mgr.latest_step() if step is None else step
         if step is None:
@@ -94,7 +97,9 @@ def read_checkpoint_arrays(directory: str, step: int | None = None) -> tuple[dic
     try:
         restored = mgr.restore(
             step,
-            args=ocp.args.Composite(arrays=ocp.args.StandardRestore(), config=ocp.args.JsonRestore()),
+            args=ocp.args.Composite(
+                arrays=ocp.args.StandardRestore(), config=ocp.args.JsonRestore()
+            ),
         )
     except Exception as e:
         raise CheckpointError(f"cannot read checkpoint {directory}/{step}: {e}") from e

@@ -31,8 +31,10 @@ from molspectra_jax.train.step import predict, train_step
 def build_model(config, targets) -> tuple[PropertyModel, tuple[bool, ...]]:
     """PropertyModel for `targets` and which of its heads are molecule-level (dipole)."""
     kinds = tuple(
-        "dipole" if (t == "mu" and config.heads.dipole)
-        else "spatial_extent" if (t == "r2" and config.heads.spatial_extent)
+        "dipole"
+        if (t == "mu" and config.heads.dipole)
+        else "spatial_extent"
+        if (t == "r2" and config.heads.spatial_extent)
         else "scalar"
         for t in targets
     )
@@ -49,9 +51,17 @@ def init_params(model: PropertyModel, batch, key):
 
     @jax.jit
     def init(key, shard):
-        return model.init(key, shard.atomic_numbers, shard.positions, shard.senders,
-                          shard.receivers, shard.edge_mask, shard.atom_mask, shard.graph_index,
-                          n_graphs)["params"]
+        return model.init(
+            key,
+            shard.atomic_numbers,
+            shard.positions,
+            shard.senders,
+            shard.receivers,
+            shard.edge_mask,
+            shard.atom_mask,
+            shard.graph_index,
+            n_graphs,
+        )["params"]
 
     return init(key, shard)
 
@@ -84,8 +94,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     mesh = sharding.make_mesh()
     n_shards = config.data.n_shards or jax.device_count()
     if n_shards % jax.device_count():
-        raise ValueError(f"data.n_shards={n_shards} must be a multiple of {jax.device_count()} devices")
-    print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}, shards per batch: {n_shards}")
+        raise ValueError(
+            f"data.n_shards={n_shards} must be a multiple of {jax.device_count()} devices"
+        )
+    print(
+        f"devices: {jax.device_count()} x {jax.devices()[0].platform}, shards per batch: {n_shards}"
+    )
 
     dataset = pipeline.load_source(config.data).select_targets(targets)
     splits = pipeline.split_dataset(dataset, config.data)
@@ -95,8 +109,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     print("molecules: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
     print(f"train budget per shard: {budgets['train']}")
 
-    atomref = fit_atomref(splits["train"], targets, [t in config.heads.atomref for t in targets],
-                          config.model.max_z)
+    atomref = fit_atomref(
+        splits["train"], targets, [t in config.heads.atomref for t in targets], config.model.max_z
+    )
     mean, std = target_statistics(splits["train"], targets, atomref)
     stats = TargetStats(*(jnp.asarray(a, jnp.float32) for a in (mean, std, atomref)))
     model, molecule_level = build_model(config, targets)
@@ -123,19 +138,30 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
         state = state.replace(params=load_encoder(state.params, config.init_from))
 
-    loss_kwargs = dict(model=model, stats=stats, molecule_level=molecule_level,
-                       loss_kind=config.loss.kind, noise_sigma=config.loss.noise_sigma,
-                       noise_weight=config.loss.noise_weight)
+    loss_kwargs = dict(
+        model=model,
+        stats=stats,
+        molecule_level=molecule_level,
+        loss_kind=config.loss.kind,
+        noise_sigma=config.loss.noise_sigma,
+        noise_weight=config.loss.noise_weight,
+    )
     step_fn = jax.jit(functools.partial(train_step, **loss_kwargs), donate_argnums=0)
-    predict_fn = jax.jit(functools.partial(predict, model=model, stats=stats,
-                                           molecule_level=molecule_level))
+    predict_fn = jax.jit(
+        functools.partial(predict, model=model, stats=stats, molecule_level=molecule_level)
+    )
     writer = MetricWriter(workdir)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
 
     start = int(state.step)
-    bar = tqdm(total=config.train.num_steps, initial=start, desc="fine-tune", unit="step",
-               disable=not config.train.progress_bar or jax.process_index() != 0)
+    bar = tqdm(
+        total=config.train.num_steps,
+        initial=start,
+        desc="fine-tune",
+        unit="step",
+        disable=not config.train.progress_bar or jax.process_index() != 0,
+    )
     history, t0 = [], time.time()
     for step in range(start + 1, config.train.num_steps + 1):
         state, metrics = step_fn(state, sharding.global_batch(next(iterators["train"]), mesh))
@@ -153,28 +179,46 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if step % config.train.eval_every == 0 or last:
             val = evaluate(predict_fn, state.params, iterators["valid"], mesh, len(targets))
             score = float(np.mean(val / std))  # standardized so targets weigh alike
-            writer.write(step, dict(zip([f"mae_{t}" for t in targets], val)), "valid")
-            bar.write(f"step {step}: valid MAE " + ", ".join(
-                f"{t} {v:.4g} {TARGET_UNITS[t]}" for t, v in zip(targets, val)))
+            writer.write(step, _named("mae", targets, val), "valid")
+            bar.write(
+                f"step {step}: valid MAE "
+                + ", ".join(
+                    f"{t} {v:.4g} {TARGET_UNITS[t]}" for t, v in zip(targets, val, strict=True)
+                )
+            )
             if score < best_val:
                 best_val = score
-                ckpt.save("best", step, _arrays(state, stats),
-                          {**iterators["train"].state(), "best_val": best_val}, config.to_dict())
+                ckpt.save(
+                    "best",
+                    step,
+                    _arrays(state, stats),
+                    {**iterators["train"].state(), "best_val": best_val},
+                    config.to_dict(),
+                )
         if step % config.train.checkpoint_every == 0 or last:
-            ckpt.save("latest", step, _arrays(state, stats),
-                      {**iterators["train"].state(), "best_val": best_val}, config.to_dict())
+            ckpt.save(
+                "latest",
+                step,
+                _arrays(state, stats),
+                {**iterators["train"].state(), "best_val": best_val},
+                config.to_dict(),
+            )
     bar.close()
 
     best_arrays, _, _ = ckpt.restore("best", _arrays(state, stats))
     test = evaluate(predict_fn, best_arrays["params"], iterators["test"], mesh, len(targets))
     baseline = pipeline.mean_predictor_mae(splits, "test")
-    writer.write(config.train.num_steps, dict(zip([f"mae_{t}" for t in targets], test)), "test")
-    table = format_table(targets, {"test MAE (best valid checkpoint)": test,
-                                   "mean-predictor MAE": baseline})
+    writer.write(config.train.num_steps, _named("mae", targets, test), "test")
+    table = format_table(
+        targets, {"test MAE (best valid checkpoint)": test, "mean-predictor MAE": baseline}
+    )
     print(f"\n{table}\n")
-    result = {"test_mae": dict(zip(targets, test.tolist())),
-              "mean_predictor_mae": dict(zip(targets, baseline.tolist())),
-              "n_train": len(splits["train"]), "steps": config.train.num_steps}
+    result = {
+        "test_mae": dict(zip(targets, test.tolist(), strict=True)),
+        "mean_predictor_mae": dict(zip(targets, baseline.tolist(), strict=True)),
+        "n_train": len(splits["train"]),
+        "steps": config.train.num_steps,
+    }
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(result, f, indent=2)
     writer.close()
@@ -184,5 +228,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 def _arrays(state: TrainState, stats: TargetStats) -> dict:
     """What a checkpoint stores: the state's arrays and the target statistics."""
-    return {"step": state.step, "params": state.params, "opt_state": state.opt_state,
-            "key": state.key, "stats": stats._asdict()}
+    return {
+        "step": state.step,
+        "params": state.params,
+        "opt_state": state.opt_state,
+        "key": state.key,
+        "stats": stats._asdict(),
+    }
+
+
+def _named(prefix: str, targets, values) -> dict[str, float]:
+    return {f"{prefix}_{t}": float(v) for t, v in zip(targets, values, strict=True)}

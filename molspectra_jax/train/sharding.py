@@ -15,8 +15,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
-def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
-                           process_id: int | None) -> None:
+def initialize_distributed(
+    coordinator_address: str | None, num_processes: int | None, process_id: int | None
+) -> None:
     """`jax.distributed.initialize` for multi-host runs; a no-op for a single process.
 
     On Cloud TPU pods and SLURM/Open MPI clusters jax finds the coordinator itself:

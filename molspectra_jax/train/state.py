@@ -20,11 +20,18 @@ class TrainState(flax.struct.PyTreeNode):
 
     @classmethod
     def create(cls, params, tx, key) -> TrainState:
-        return cls(step=jax.numpy.zeros((), "int32"), params=params, opt_state=tx.init(params),
-                   key=key, tx=tx)
+        return cls(
+            step=jax.numpy.zeros((), "int32"),
+            params=params,
+            opt_state=tx.init(params),
+            key=key,
+            tx=tx,
+        )
 
     def apply_gradients(self, grads) -> TrainState:
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
         return self.replace(
-            step=self.step + 1, params=optax.apply_updates(self.params, updates), opt_state=opt_state
+            step=self.step + 1,
+            params=optax.apply_updates(self.params, updates),
+            opt_state=opt_state,
         )

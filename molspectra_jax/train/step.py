@@ -32,15 +32,26 @@ def apply_property_model(
 
     def shard(b: GraphBatch, pos):
         return model.apply(
-            {"params": params}, b.atomic_numbers, pos, b.senders, b.receivers, b.edge_mask,
-            b.atom_mask, b.graph_index, n_graphs,
+            {"params": params},
+            b.atomic_numbers,
+            pos,
+            b.senders,
+            b.receivers,
+            b.edge_mask,
+            b.atom_mask,
+            b.graph_index,
+            n_graphs,
         )
 
     return jax.vmap(shard)(batch, batch.positions if positions is None else positions)
 
 
 def predict(
-    params, batch: GraphBatch, *, model: PropertyModel, stats: TargetStats,
+    params,
+    batch: GraphBatch,
+    *,
+    model: PropertyModel,
+    stats: TargetStats,
     molecule_level: Sequence[bool],
 ) -> jax.Array:
     """[S, G, T] predictions in target units (padding graphs hold garbage; mask them)."""
@@ -53,8 +64,16 @@ def predict(
 
 
 def finetune_loss(
-    params, batch: GraphBatch, key: jax.Array, *, model: PropertyModel, stats: TargetStats,
-    molecule_level: Sequence[bool], loss_kind: str, noise_sigma: float, noise_weight: float,
+    params,
+    batch: GraphBatch,
+    key: jax.Array,
+    *,
+    model: PropertyModel,
+    stats: TargetStats,
+    molecule_level: Sequence[bool],
+    loss_kind: str,
+    noise_sigma: float,
+    noise_weight: float,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Property loss on standardized targets (+ noisy-nodes denoising when weighted)."""
     positions = batch.positions
@@ -72,14 +91,17 @@ def finetune_loss(
     mask = batch.graph_mask.reshape(-1)
     # Standardized units weigh every target equally whatever its unit.
     prop = losses.property_loss(
-        (pred / stats.std).reshape(-1, t), (batch.targets / stats.std).reshape(-1, t),
-        mask=mask, kind=loss_kind,
+        (pred / stats.std).reshape(-1, t),
+        (batch.targets / stats.std).reshape(-1, t),
+        mask=mask,
+        kind=loss_kind,
     )
     metrics = {"property_loss": prop}
     total = prop
     if noise is not None:
         den = losses.denoising_loss(
-            raw_out["noise"].reshape(-1, 3), (noise / noise_sigma).reshape(-1, 3),
+            raw_out["noise"].reshape(-1, 3),
+            (noise / noise_sigma).reshape(-1, 3),
             mask=batch.atom_mask.reshape(-1),
         )
         metrics["denoising_loss"] = den
@@ -93,7 +115,5 @@ def train_step(state: TrainState, batch: GraphBatch, **loss_kwargs):
     key = jax.random.fold_in(state.key, state.step)
     grad_fn = jax.value_and_grad(functools.partial(finetune_loss, **loss_kwargs), has_aux=True)
     (_, metrics), grads = grad_fn(state.params, batch, key)
-    metrics["grad_norm"] = jnp.sqrt(
-        sum(jnp.sum(g**2) for g in jax.tree.leaves(grads))
-    )
+    metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads)))
     return state.apply_gradients(grads), metrics

@@ -314,3 +314,18 @@ def test_smiles_oversize_and_empty(tmp_path):
         read_smiles(write(tmp_path, "empty.smi", "# nothing\n"))
     with pytest.raises(DataError, match="cannot read"):
         read_smiles(str(tmp_path / "missing.smi"))
+
+
+def test_sdf_implicit_hydrogens_raise_unless_added(tmp_path):
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    AllChem.EmbedMolecule(mol, randomSeed=0)
+    path = tmp_path / "heavy_only.sdf"
+    with Chem.SDWriter(str(path)) as writer:
+        writer.write(Chem.RemoveHs(mol))
+    with pytest.raises(DataError, match=r"heavy_only.sdf, record 1 .*6 implicit hydrogens"):
+        read_sdf(str(path))
+    records, _ = read_sdf(str(path), add_hydrogens=True)
+    assert sorted(records[0].atomic_numbers.tolist()) == [1] * 6 + [6, 6, 8]

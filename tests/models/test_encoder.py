@@ -15,8 +15,9 @@ ATOL = 2e-4  # float32 through 3 layers of attention
 
 
 def _encoder(vector_norm="whitened"):
-    return EquivariantTransformer(hidden=32, num_layers=3, num_heads=4, num_rbf=16,
-                                  vector_norm=vector_norm)
+    return EquivariantTransformer(
+        hidden=32, num_layers=3, num_heads=4, num_rbf=16, vector_norm=vector_norm
+    )
 
 
 def _shard(dataset, rows, budget):
@@ -31,9 +32,15 @@ def _jitted_apply(model):
 
 
 def _apply(model, params, shard, positions=None):
-    return _jitted_apply(model)(params, shard.atomic_numbers,
-                       shard.positions if positions is None else positions,
-                       shard.senders, shard.receivers, shard.edge_mask, shard.atom_mask)
+    return _jitted_apply(model)(
+        params,
+        shard.atomic_numbers,
+        shard.positions if positions is None else positions,
+        shard.senders,
+        shard.receivers,
+        shard.edge_mask,
+        shard.atom_mask,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +81,14 @@ def test_permutation_equivariance(setup):
     one = dataset.subset([5])
     z, pos = one.molecule(0)
     perm = np.random.default_rng(0).permutation(len(z))
-    permuted = type(one)(ids=one.ids, atomic_numbers=z[perm], positions=pos[perm],
-                         offsets=one.offsets, targets=one.targets, target_names=one.target_names)
+    permuted = type(one)(
+        ids=one.ids,
+        atomic_numbers=z[perm],
+        positions=pos[perm],
+        offsets=one.offsets,
+        targets=one.targets,
+        target_names=one.target_names,
+    )
     budget = Budget(1, graphs=2, atoms=40, edges=1000)
     a, b = _shard(one, [0], budget), _shard(permuted, [0], budget)
     params = jax.jit(model.init)(jax.random.key(0), *_args(a))
@@ -96,9 +109,9 @@ def test_padding_and_batch_composition_do_not_change_outputs(setup):
     start = int(dataset.n_atoms[[3, 9]].sum())  # molecule 7 is third in `big`
     xs, vs = _apply(model, params, small)
     xb, vb = _apply(model, params, big)
-    np.testing.assert_allclose(xs[:n], xb[start:start + n], atol=ATOL)
-    np.testing.assert_allclose(vs[:n], vb[start:start + n], atol=ATOL)
-    assert not np.any(xb[int(big.atom_mask.sum()):])  # padding atoms stay zero
+    np.testing.assert_allclose(xs[:n], xb[start : start + n], atol=ATOL)
+    np.testing.assert_allclose(vs[:n], vb[start : start + n], atol=ATOL)
+    assert not np.any(xb[int(big.atom_mask.sum()) :])  # padding atoms stay zero
 
 
 def test_gradients_finite_with_padding(setup):
@@ -106,7 +119,8 @@ def test_gradients_finite_with_padding(setup):
     model = _encoder()
     params = jax.jit(model.init)(jax.random.key(0), *_args(shard))
     grads = jax.grad(lambda p, pos: _apply(model, p, shard, pos)[0].sum(), argnums=(0, 1))(
-        params, shard.positions)
+        params, shard.positions
+    )
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
@@ -119,5 +133,11 @@ def test_inverse_sqrt_spd_matches_eigendecomposition():
 
 
 def _args(shard):
-    return (shard.atomic_numbers, shard.positions, shard.senders, shard.receivers,
-            shard.edge_mask, shard.atom_mask)
+    return (
+        shard.atomic_numbers,
+        shard.positions,
+        shard.senders,
+        shard.receivers,
+        shard.edge_mask,
+        shard.atom_mask,
+    )

@@ -53,10 +53,10 @@ def main(argv=None) -> int:
         dask_scheduler=args.dask_scheduler,
         progress=not args.no_progress,
     )
-    rate = 3600 * summary.computed / max(summary.seconds, 1e-9)
+    rate = 3600 * summary.computed / len(settings.components) / max(summary.seconds, 1e-9)
     print(
         f"computed {summary.computed}, skipped {summary.skipped} (already done), "
-        f"failed {len(summary.failures)} in {summary.seconds:.0f} s ({rate:.0f} tasks/hour)"
+        f"failed {len(summary.failures)} in {summary.seconds:.0f} s ({rate:.0f} molecules/hour)"
     )
     for component, mol_id, message in summary.failures:
         print(f"  FAILED {component} molecule {mol_id}: {message}")

@@ -108,3 +108,24 @@ def test_unit_conversions():
     # Textbook values: 5140.487 cm^-1 per sqrt(Eh / (a0^2 amu)); 974.88 km/mol per e^2/amu.
     assert vib.AU_TO_WAVENUMBER == pytest.approx(5140.487, rel=1e-6)
     assert vib.IR_AU_TO_KM_MOL == pytest.approx(974.88, rel=1e-4)
+
+
+def eclipsed_ethane() -> tuple[np.ndarray, np.ndarray]:
+    """Ethane in the eclipsed (torsional saddle point) conformation, Å."""
+    cc, ch, angle = 1.53, 1.09, np.deg2rad(111.0)
+    positions = [[0.0, 0.0, -cc / 2], [0.0, 0.0, cc / 2]]
+    for sign in (-1, 1):
+        for k in range(3):
+            phi = 2 * np.pi * k / 3
+            radius, height = ch * np.sin(angle), sign * (cc / 2 - ch * np.cos(angle))
+            positions.append([radius * np.cos(phi), radius * np.sin(phi), height])
+    return np.array([6, 6, 1, 1, 1, 1, 1, 1]), np.array(positions)
+
+
+def test_saddle_point_is_recorded_then_escaped():
+    z, pos = eclipsed_ethane()  # symmetric: the gradient never breaks the symmetry itself
+    stuck = vib.vibrational_spectrum(z, pos, vib.VibrationalSettings(max_restarts=0))
+    assert stuck.n_imaginary == 1 and stuck.frequencies[0] < -100  # the torsion
+    relaxed = vib.vibrational_spectrum(z, pos)
+    assert relaxed.n_imaginary == 0 and relaxed.frequencies[0] > 100
+    assert relaxed.energy < stuck.energy

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -28,11 +28,11 @@ def _manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
 
 
 def check_finite(tree: Any, what: str) -> None:
-    """Raise before a NaN/Inf ever reaches disk."""
+    """Raise before a NaN/Inf ever reaches disk (host-side: state is replicated)."""
     bad = [
-        jax.tree_util.keystr(p)
-        for p, x in jax.tree_util.tree_leaves_with_path(tree)
-        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) and not jnp.all(jnp.isfinite(x))
+        jax.tree_util.keystr(path)
+        for path, x in jax.tree_util.tree_leaves_with_path(tree)
+        if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.isfinite(np.asarray(x)).all()
     ]
     if bad:
         raise FloatingPointError(f"refusing to checkpoint {what}: non-finite values in {bad[:5]}")

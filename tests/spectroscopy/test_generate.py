@@ -114,3 +114,23 @@ def test_failures_are_counted_and_kept_out_of_the_data(tmp_path):
         [10, 11], mols.__getitem__, str(tmp_path), settings, workers=1, progress=False
     )
     assert again.computed == 0 and again.skipped == 2
+
+
+def test_extending_the_order_grows_the_last_shard(molecule, tmp_path):
+    mols = [molecule(s) for s in ("O", "C", "N", "C=O")]
+    settings = generate.GenerationSettings(components=("vib",), shard_size=2)
+
+    def run(n):
+        ids = list(range(1, n + 1))
+        return generate.generate(
+            ids, mols.__getitem__, str(tmp_path), settings, workers=1, progress=False
+        )
+
+    assert run(3).computed == 3
+    store = SpectraStore(str(tmp_path))
+    assert store.read_shard("vib", 1)["ids"].tolist() == [3]
+    first = open(store.shard_path("vib", 0), "rb").read()
+    grown = run(4)
+    assert grown.computed == 1 and grown.skipped == 3
+    assert store.read_shard("vib", 1)["ids"].tolist() == [3, 4]
+    assert open(store.shard_path("vib", 0), "rb").read() == first

@@ -79,11 +79,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.distributed.process_id = ml_collections.config_dict.placeholder(int)
 
     if arg == "cpu":
+        # ~20 min on 2 CPU cores (0.4 s/step measured): 3,000 steps of 32 = ~10 epochs of 10k.
         c.data.n_train, c.data.n_valid, c.data.n_test = 10_000, 1_000, 10_000
         c.data.batch_size, c.data.eval_batch_size = 32, 128
-        c.model.update(hidden=96, num_layers=4, num_heads=4, num_rbf=32)
-        c.optim.update(learning_rate=5e-4, warmup_steps=500, clip_norm=10.0)
-        c.train.update(num_steps=12_000, log_every=100, eval_every=1_000, checkpoint_every=1_000)
+        c.model.update(hidden=64, num_layers=3, num_heads=4, num_rbf=32)
+        c.optim.update(learning_rate=1e-3, warmup_steps=300, clip_norm=10.0)
+        c.train.update(num_steps=3_000, log_every=50, eval_every=500, checkpoint_every=500)
     elif arg is not None:
         raise ValueError(f"unknown config variant {arg!r}; choose 'cpu' or nothing")
     return c

@@ -82,7 +82,7 @@ def inverse_sqrt_spd(matrix: jax.Array, iterations: int = 24) -> jax.Array:
     """[..., 3, 3] SPD -> M^(-1/2) by coupled Newton-Schulz iteration (rotation-covariant)."""
     scale = jnp.trace(matrix, axis1=-2, axis2=-1)[..., None, None]  # eigenvalues now in (0, 1]
     y = matrix / scale
-    z = jnp.broadcast_to(jnp.eye(3), matrix.shape)
+    z = jnp.zeros_like(matrix) + jnp.eye(3)  # derived from matrix: same shard_map type
 
     def newton_schulz(_, yz):
         y, z = yz

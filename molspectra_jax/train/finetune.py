@@ -122,7 +122,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     params = init_params(model, first, key)
     tx = make_optimizer(config.optim, config.train.num_steps)
     state = TrainState.create(params, tx, jax.random.fold_in(key, 1))
-    state = jax.device_put(state, sharding.replicated(mesh))
     print(f"parameters: {sum(x.size for x in jax.tree.leaves(params)):,}")
 
     ckpt = Checkpointer(workdir, config.train.max_to_keep)
@@ -137,18 +136,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
         from molspectra_jax.train.handoff import load_encoder
 
         state = state.replace(params=load_encoder(state.params, config.init_from))
+    state = jax.device_put(state, sharding.replicated(mesh))  # see sharding.jit_step
 
     loss_kwargs = dict(
         model=model,
         stats=stats,
         molecule_level=molecule_level,
+        mesh=mesh,
         loss_kind=config.loss.kind,
         noise_sigma=config.loss.noise_sigma,
         noise_weight=config.loss.noise_weight,
     )
-    step_fn = jax.jit(functools.partial(train_step, **loss_kwargs), donate_argnums=0)
+    step_fn = sharding.jit_step(functools.partial(train_step, **loss_kwargs), mesh)
     predict_fn = jax.jit(
-        functools.partial(predict, model=model, stats=stats, molecule_level=molecule_level)
+        functools.partial(
+            predict, model=model, stats=stats, molecule_level=molecule_level, mesh=mesh
+        )
     )
     writer = MetricWriter(workdir)
     with open(os.path.join(workdir, "config.json"), "w") as f:

@@ -11,6 +11,7 @@ collectives.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -56,3 +57,60 @@ def global_batch(local_batch, mesh: Mesh):
 def local_shard_count(mesh: Mesh) -> int:
     """How many shards this host must build per batch (its devices in the mesh)."""
     return len([d for d in mesh.devices.flat if d.process_index == jax.process_index()])
+
+
+def merge_shards(batch):
+    """[S, ...] shards -> one flat graph batch (leading axis 1) with re-based indices.
+
+    Gathers and segment sums over one flat graph are ~2.5x faster on CPU than the same
+    ops batched by `vmap`; indices are shifted so shard s owns atoms s*N:(s+1)*N and
+    graphs s*G:(s+1)*G.
+    """
+    s, n = batch.atomic_numbers.shape
+    g = batch.graph_mask.shape[1]
+    atom_base = (jnp.arange(s) * n)[:, None]  # [S, 1]
+    flat = jax.tree.map(lambda x: x.reshape(1, s * x.shape[1], *x.shape[2:]), batch)
+    return flat._replace(
+        senders=(batch.senders + atom_base).reshape(1, -1),
+        receivers=(batch.receivers + atom_base).reshape(1, -1),
+        graph_index=(batch.graph_index + (jnp.arange(s) * g)[:, None]).reshape(1, -1),
+    )
+
+
+def per_device(fn, mesh: Mesh):
+    """Run `fn(params, batch, *arrays)` on each device's own shards, merged into one graph.
+
+    `fn` sees a batch with leading axis 1 (this device's shards merged) and returns a
+    pytree of arrays with a leading axis of 1 and per-shard sizes multiplied by S_local
+    along axis 1, which is split back to [S_local, ...]. Gradients w.r.t. the replicated
+    params are summed over devices by shard_map's transpose; no pmean is needed (nor
+    allowed: it would scale gradients by the device count).
+    """
+
+    def local(params, batch, *arrays):
+        s_local = batch.atomic_numbers.shape[0]
+        out = fn(params, merge_shards(batch), *(a.reshape(1, -1, *a.shape[2:]) for a in arrays))
+        return jax.tree.map(lambda x: x.reshape(s_local, -1, *x.shape[2:]), out)
+
+    def run(params, batch, *arrays):
+        specs = (PartitionSpec(), PartitionSpec("data")) + (PartitionSpec("data"),) * len(arrays)
+        return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=PartitionSpec("data"))(
+            params, batch, *arrays
+        )
+
+    return run
+
+
+def jit_step(step_fn, mesh: Mesh):
+    """jit `(state, batch) -> (state, metrics)` with fixed shardings, donating the state.
+
+    Pinning in/out shardings, with the initial state `device_put` to `replicated(mesh)`
+    first, makes every call hit one executable (an uncommitted initial state costs a
+    second compilation on the second call; tests/train/test_step.py checks this).
+    """
+    return jax.jit(
+        step_fn,
+        in_shardings=(replicated(mesh), data_sharded(mesh)),
+        out_shardings=(replicated(mesh), replicated(mesh)),
+        donate_argnums=0,
+    )

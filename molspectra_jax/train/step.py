@@ -1,8 +1,8 @@
 """Fine-tuning train step and prediction: pure functions of (state, batch), jitted once.
 
-The batch is a `GraphBatch` with a leading shard axis S; the model runs on each shard
-with `jax.vmap` (shards never exchange atoms), and the loss averages over every real
-molecule of the global batch.
+The batch is a `GraphBatch` with a leading shard axis S; the model runs on each
+device's own shards (`sharding.per_device`: atoms never cross devices), and the loss
+averages over every real molecule of the global batch.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from molspectra_jax import losses
 from molspectra_jax.data.batching import GraphBatch
@@ -21,29 +22,41 @@ from molspectra_jax.models.property_model import (
     atomref_sum,
     denormalize,
 )
+from molspectra_jax.train import sharding
 from molspectra_jax.train.state import TrainState
 
 
 def apply_property_model(
-    model: PropertyModel, params, batch: GraphBatch, positions: jax.Array | None = None
+    model: PropertyModel, params, batch: GraphBatch, positions: jax.Array, mesh: Mesh
 ) -> dict[str, jax.Array]:
-    """Run `model` on every shard: {"raw": [S, G, T], "noise": [S, N, 3]?}."""
-    n_graphs = batch.graph_mask.shape[1]
+    """Run `model` on each device's shards: {"raw": [S, G, T], "noise": [S, N, 3]?}."""
 
-    def shard(b: GraphBatch, pos):
-        return model.apply(
+    def local(params, b: GraphBatch, pos):  # leading axis 1: this device's merged shards
+        out = model.apply(
             {"params": params},
-            b.atomic_numbers,
-            pos,
-            b.senders,
-            b.receivers,
-            b.edge_mask,
-            b.atom_mask,
-            b.graph_index,
-            n_graphs,
+            b.atomic_numbers[0],
+            pos[0],
+            b.senders[0],
+            b.receivers[0],
+            b.edge_mask[0],
+            b.atom_mask[0],
+            b.graph_index[0],
+            b.graph_mask.shape[1],
         )
+        return jax.tree.map(lambda x: x[None], out)
 
-    return jax.vmap(shard)(batch, batch.positions if positions is None else positions)
+    return sharding.per_device(local, mesh)(params, batch, positions)
+
+
+def to_target_units(
+    raw: jax.Array, batch: GraphBatch, stats: TargetStats, molecule_level: Sequence[bool]
+) -> jax.Array:
+    """raw [S, G, T] model outputs -> target units (std, mean and atomref sums applied)."""
+    n_graphs = batch.graph_mask.shape[1]
+    reference = jax.vmap(atomref_sum, in_axes=(0, 0, 0, None, None))(
+        batch.atomic_numbers, batch.atom_mask, batch.graph_index, n_graphs, stats.atomref
+    )  # [S, G, T]
+    return denormalize(raw, stats, reference, jnp.asarray(molecule_level))
 
 
 def predict(
@@ -53,14 +66,11 @@ def predict(
     model: PropertyModel,
     stats: TargetStats,
     molecule_level: Sequence[bool],
+    mesh: Mesh,
 ) -> jax.Array:
     """[S, G, T] predictions in target units (padding graphs hold garbage; mask them)."""
-    raw = apply_property_model(model, params, batch)["raw"]
-    n_graphs = batch.graph_mask.shape[1]
-    reference = jax.vmap(atomref_sum, in_axes=(0, 0, 0, None, None))(
-        batch.atomic_numbers, batch.atom_mask, batch.graph_index, n_graphs, stats.atomref
-    )
-    return denormalize(raw, stats, reference, jnp.asarray(molecule_level))
+    raw = apply_property_model(model, params, batch, batch.positions, mesh)["raw"]
+    return to_target_units(raw, batch, stats, molecule_level)
 
 
 def finetune_loss(
@@ -74,6 +84,7 @@ def finetune_loss(
     loss_kind: str,
     noise_sigma: float,
     noise_weight: float,
+    mesh: Mesh,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Property loss on standardized targets (+ noisy-nodes denoising when weighted)."""
     positions = batch.positions
@@ -81,26 +92,21 @@ def finetune_loss(
     if noise_weight > 0:
         noise = noise_sigma * jax.random.normal(key, positions.shape)  # [S, N, 3] Å
         positions = positions + noise * batch.atom_mask[..., None]
-    raw_out = apply_property_model(model, params, batch, positions)
-    n_graphs = batch.graph_mask.shape[1]
-    reference = jax.vmap(atomref_sum, in_axes=(0, 0, 0, None, None))(
-        batch.atomic_numbers, batch.atom_mask, batch.graph_index, n_graphs, stats.atomref
-    )
-    pred = denormalize(raw_out["raw"], stats, reference, jnp.asarray(molecule_level))
+    outputs = apply_property_model(model, params, batch, positions, mesh)
+    pred = to_target_units(outputs["raw"], batch, stats, molecule_level)
     t = pred.shape[-1]
-    mask = batch.graph_mask.reshape(-1)
     # Standardized units weigh every target equally whatever its unit.
     prop = losses.property_loss(
         (pred / stats.std).reshape(-1, t),
         (batch.targets / stats.std).reshape(-1, t),
-        mask=mask,
+        mask=batch.graph_mask.reshape(-1),
         kind=loss_kind,
     )
     metrics = {"property_loss": prop}
     total = prop
     if noise is not None:
         den = losses.denoising_loss(
-            raw_out["noise"].reshape(-1, 3),
+            outputs["noise"].reshape(-1, 3),
             (noise / noise_sigma).reshape(-1, 3),
             mask=batch.atom_mask.reshape(-1),
         )

@@ -14,6 +14,7 @@ from molspectra_jax.data.statistics import target_statistics
 from molspectra_jax.models.property_model import TargetStats
 from molspectra_jax.train.finetune import build_model, init_params
 from molspectra_jax.train.optim import make_optimizer
+from molspectra_jax.train.sharding import make_mesh, replicated
 from molspectra_jax.train.state import TrainState
 from molspectra_jax.train.step import train_step
 
@@ -71,7 +72,10 @@ def _make_state(tiny, learning_rate=3e-3, num_steps=300, model=None):
             max_bad_steps=5,
         )
     )
-    return TrainState.create(params, make_optimizer(optim, num_steps), jax.random.PRNGKey(1))
+    state = TrainState.create(params, make_optimizer(optim, num_steps), jax.random.PRNGKey(1))
+    # Committed and replicated, as the run loop does: the step's outputs look the same,
+    # so the second call reuses the first executable.
+    return jax.device_put(state, replicated(make_mesh()))
 
 
 def _step_fn(tiny, noise_weight=0.0, model=None):
@@ -83,4 +87,5 @@ def _step_fn(tiny, noise_weight=0.0, model=None):
         loss_kind="mse",
         noise_sigma=0.005,
         noise_weight=noise_weight,
+        mesh=make_mesh(),
     )

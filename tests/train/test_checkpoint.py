@@ -11,8 +11,12 @@ from molspectra_jax.train.checkpoint import Checkpointer, CheckpointError, check
 
 
 def _arrays(state):
-    return {"step": state.step, "params": state.params, "opt_state": state.opt_state,
-            "key": state.key}
+    return {
+        "step": state.step,
+        "params": state.params,
+        "opt_state": state.opt_state,
+        "key": state.key,
+    }
 
 
 def _assert_trees_equal(a, b):

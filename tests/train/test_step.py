@@ -4,6 +4,7 @@ import jax
 import numpy as np
 
 from molspectra_jax.data.batching import BatchIterator, Budget, collate
+from molspectra_jax.train.sharding import jit_step, make_mesh
 
 
 def test_step_compiles_once_across_batches(tiny, make_state, step_fn):
@@ -13,7 +14,7 @@ def test_step_compiles_once_across_batches(tiny, make_state, step_fn):
         traces.append(1)  # runs only when jax traces (compiles) the step
         return step_fn(tiny)(state, batch)
 
-    fn = jax.jit(counted, donate_argnums=0)
+    fn = jit_step(counted, make_mesh())
     state = make_state(tiny)
     iterator = BatchIterator(tiny.dataset, tiny.edges, tiny.budget, seed=3)
     seen = set()
@@ -21,7 +22,7 @@ def test_step_compiles_once_across_batches(tiny, make_state, step_fn):
         batch = next(iterator)
         seen.update(batch.molecule_index[batch.graph_mask].tolist())
         state, metrics = fn(state, batch)
-    assert len(traces) == 1
+    assert len(traces) == 1 and fn._cache_size() == 1  # one trace, one executable
     assert len(seen) == len(tiny.dataset)
     assert int(state.step) == 12 and np.isfinite(metrics["loss"])
 

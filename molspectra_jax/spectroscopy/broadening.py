@@ -91,36 +91,45 @@ def broaden_ragged(
     shape: str,
     chunk: int = 64,
 ) -> np.ndarray:
-    """Spectra [M, L] float32 of M molecules whose sticks lie back to back.
+    """Spectra of M molecules whose sticks lie back to back, float32.
 
     Args:
-      centers, weights: [S] all sticks; molecule m owns `offsets[m]:offsets[m + 1]`.
+      centers: [S] all sticks; molecule m owns `offsets[m]:offsets[m + 1]`.
+      weights: [S], or [C, S] for C channels sharing the centres (IR and Raman share
+        frequencies: their peak profiles, the costly part, are computed once).
       offsets: [M + 1] int.
       chunk: molecules per block, bounding the [sticks, L] temporary.
+
+    Returns:
+      [M, L] for 1-D weights, else [C, M, L].
     """
     offsets = np.asarray(offsets, np.int64)
-    out = np.zeros((len(offsets) - 1, len(grid)), np.float32)
+    weights = np.asarray(weights, np.float32)
+    channels = np.atleast_2d(weights)  # [C, S]
+    # float32 profiles: relative error ~1e-7, half the time and memory of float64.
+    grid32, centers32 = np.asarray(grid, np.float32), np.asarray(centers, np.float32)
+    out = np.zeros((len(channels), len(offsets) - 1, len(grid)), np.float32)
     for m0 in range(0, len(offsets) - 1, chunk):
         m1 = min(m0 + chunk, len(offsets) - 1)
         s0, s1 = offsets[m0], offsets[m1]
-        counts = np.diff(offsets[m0 : m1 + 1])  # [m1 - m0]
         if s1 == s0:
             continue
-        weighted = weights[s0:s1, None] * broaden_profiles(grid, centers[s0:s1], fwhm, shape)
+        profiles = broaden_profiles(grid32, centers32[s0:s1], fwhm, shape)  # [S_chunk, L]
         # reduceat over the first stick of each non-empty molecule; empty ones stay zero.
-        nonempty = counts > 0
-        block = np.zeros((m1 - m0, len(grid)))
-        block[nonempty] = np.add.reduceat(weighted, (offsets[m0:m1] - s0)[nonempty], axis=0)
-        out[m0:m1] = block
-    return out
+        nonempty = np.diff(offsets[m0 : m1 + 1]) > 0
+        starts = (offsets[m0:m1] - s0)[nonempty]
+        for c, w in enumerate(channels):
+            block = out[c, m0:m1]  # view
+            block[nonempty] = np.add.reduceat(w[s0:s1, None] * profiles, starts, axis=0)
+    return out[0] if weights.ndim == 1 else out
 
 
 def broaden_profiles(grid: np.ndarray, centers: np.ndarray, fwhm: float, shape: str) -> np.ndarray:
-    """Unit-area peaks [S, L] of `shape` ("lorentzian" or "gaussian")."""
+    """Unit-area peaks [S, L] of `shape` ("lorentzian" or "gaussian"), in the inputs' dtype."""
     if shape == "lorentzian":
-        return lorentzian_profiles(grid, np.asarray(centers, float), fwhm)
+        return lorentzian_profiles(grid, centers, fwhm)
     if shape == "gaussian":
-        return gaussian_profiles(grid, np.asarray(centers, float), fwhm)
+        return gaussian_profiles(grid, centers, fwhm)
     raise ValueError(f"unknown peak shape {shape!r}; choose from ['gaussian', 'lorentzian']")
 
 
@@ -130,11 +139,12 @@ def broaden_vibrational(
     offsets: np.ndarray,
     config: BroadeningConfig = BroadeningConfig(),
 ) -> np.ndarray:
-    """IR or Raman spectra [M, 3501] from ragged sticks (cm^-1, intensity units)."""
+    """IR or Raman spectra [M, 3501] ([C, M, 3501] for intensities [C, S]) from ragged
+    sticks: frequencies [S] cm^-1, intensities in stick units."""
     return broaden_ragged(
         vib_grid(config),
         np.asarray(frequencies, float) * config.frequency_scale,
-        np.asarray(intensities, float),
+        intensities,
         offsets,
         config.vib_fwhm,
         "lorentzian",

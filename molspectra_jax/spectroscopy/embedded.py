@@ -128,10 +128,11 @@ def broaden_batch(
     freq, mode_offsets = take_ragged(spectra.frequencies, spectra.mode_offsets, rows)
     ir, _ = take_ragged(spectra.ir_intensities, spectra.mode_offsets, rows)
     raman, _ = take_ragged(spectra.raman_activities, spectra.mode_offsets, rows)
+    ir_raman = broadening.broaden_vibrational(freq, np.stack([ir, raman]), mode_offsets, config)
     energy, state_offsets = take_ragged(spectra.excitation_energies, spectra.state_offsets, rows)
     strength, _ = take_ragged(spectra.oscillator_strengths, spectra.state_offsets, rows)
     return {
         "uv": broadening.broaden_uv(energy, strength, state_offsets, config),
-        "ir": broadening.broaden_vibrational(freq, ir, mode_offsets, config),
-        "raman": broadening.broaden_vibrational(freq, raman, mode_offsets, config),
+        "ir": ir_raman[0],
+        "raman": ir_raman[1],
     }

@@ -10,21 +10,24 @@ import optax
 
 
 class TrainState(flax.struct.PyTreeNode):
-    """step [] int, params, opt_state, key (raw uint32[2], folded with the step for noise)."""
+    """step [] int, params, opt_state, key (raw uint32[2], folded with the step for
+    randomness), batch_stats (BatchNorm running statistics; {} when none)."""
 
     step: jax.Array
     params: Any
     opt_state: Any
     key: jax.Array
+    batch_stats: Any
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, params, tx, key) -> TrainState:
+    def create(cls, params, tx, key, batch_stats=None) -> TrainState:
         return cls(
             step=jax.numpy.zeros((), "int32"),
             params=params,
             opt_state=tx.init(params),
             key=key,
+            batch_stats={} if batch_stats is None else batch_stats,
             tx=tx,
         )
 

@@ -1,0 +1,86 @@
+"""Train-step throughput on this machine: molecules/s, atoms/s, compile time, padding.
+
+  python -m benchmarks.train_step --configs small,paper --steps 20 --out bench.json
+
+`small` is configs/finetune_qm9.py:cpu, `paper` the paper-sized encoder (256 hidden,
+8 layers); `--batch_size` overrides both. Timings exclude the first (compiling) call and
+host batch assembly (batches are built before the clock starts); report ratios from one
+run on one machine.
+"""
+
+import json
+import platform
+import time
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+
+from configs import finetune_qm9
+from molspectra_jax.data.batching import padding_fraction
+from molspectra_jax.train import sharding
+from molspectra_jax.train.finetune import setup
+
+_CONFIGS = flags.DEFINE_list("configs", ["small", "paper"], "small and/or paper.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps after the compiling one.")
+_BATCH = flags.DEFINE_integer("batch_size", 0, "Override the config's batch size (0 = keep).")
+_OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
+
+
+def measure(name: str, steps: int, batch_size: int) -> dict:
+    config = finetune_qm9.get_config("cpu" if name == "small" else None)
+    if batch_size:
+        config.data.batch_size = batch_size
+    config.data.n_train = config.data.batch_size * (steps + 2)
+    config.data.n_valid = config.data.n_test = 64
+    mesh = sharding.make_mesh()
+    run = setup(config, mesh)
+    state = jax.device_put(run.state, sharding.replicated(mesh))
+    host = [next(run.iterators["train"]) for _ in range(steps + 1)]
+    batches = [sharding.global_batch(b, mesh) for b in host]
+
+    t0 = time.perf_counter()
+    state, metrics = run.step_fn(state, batches[0])
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for batch in batches[1:]:
+        state, metrics = run.step_fn(state, batch)
+    jax.block_until_ready(metrics)
+    step_s = (time.perf_counter() - t0) / steps
+    molecules = np.mean([b.graph_mask.sum() for b in host[1:]])
+    atoms = np.mean([b.atom_mask.sum() for b in host[1:]])
+    padding = {
+        k: float(np.mean([padding_fraction(b)[k] for b in host])) for k in ("atoms", "edges")
+    }
+    return {
+        "config": name,
+        "hidden": config.model.hidden,
+        "layers": config.model.num_layers,
+        "batch_size": config.data.batch_size,
+        "devices": jax.device_count(),
+        "compile_s": round(compile_s, 2),
+        "step_ms": round(1e3 * step_s, 2),
+        "molecules_per_s": round(float(molecules / step_s), 1),
+        "atoms_per_s": round(float(atoms / step_s), 1),
+        "padding_fraction": padding,
+    }
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    results = {
+        "machine": f"{platform.node()} {jax.devices()[0].device_kind} x{jax.device_count()}",
+        "jax": jax.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "runs": [measure(name, _STEPS.value, _BATCH.value) for name in _CONFIGS.value],
+    }
+    print(json.dumps(results, indent=2))
+    if _OUT.value:
+        with open(_OUT.value, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)

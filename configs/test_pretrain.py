@@ -1,0 +1,13 @@
+"""Tiny pre-training config for end-to-end tests: seconds on a CPU, real spectra."""
+
+from configs import pretrain_qm9s, test
+
+
+def get_config(arg: str | None = None):
+    c = pretrain_qm9s.get_config()
+    c.model = test.get_config().model
+    c.specformer.update(embed_dim=c.model.hidden, d_model=16, num_heads=2, d_ff=32, num_layers=1)
+    c.data.update(n_train=64, n_valid=16, batch_size=16, eval_batch_size=16)
+    c.optim.update(learning_rate=1e-3, warmup_steps=2)
+    c.train.update(num_steps=6, log_every=2, eval_every=3, checkpoint_every=3, progress_bar=False)
+    return c

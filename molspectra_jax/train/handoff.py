@@ -1,0 +1,77 @@
+"""Pre-training -> fine-tuning hand-off: copy matching parameter subtrees by name.
+
+The pre-trained checkpoint's params are {"encoder", "noise_head", "specformer"}; a
+fine-tuning model has {"encoder", "head_<t>_<kind>", "noise_head"?}. Every top-level
+subtree present in both with identical structure and shapes is copied; everything
+else keeps its fresh initialisation, and the report says which is which.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+from molspectra_jax.train.checkpoint import CheckpointError, read_checkpoint_arrays
+
+
+def _checkpoint_dir(path: str) -> str:
+    """A pre-training workdir or a checkpoint folder -> the folder holding step dirs."""
+    for candidate in (os.path.join(path, "checkpoints", "latest"), path):
+        if os.path.isdir(candidate) and any(p.isdigit() for p in os.listdir(candidate)):
+            return candidate
+    raise CheckpointError(f"{path}: no checkpoint found (expected <workdir>/checkpoints/latest)")
+
+
+def _size(tree) -> int:
+    return sum(int(np.size(x)) for x in jax.tree.leaves(tree))
+
+
+def _same_layout(a, b) -> bool:
+    if jax.tree.structure(a) != jax.tree.structure(b):
+        return False
+    return all(np.shape(x) == np.shape(y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def load_pretrained_params(params: dict, path: str, model_config: dict) -> dict:
+    """`params` with every subtree that matches the checkpoint at `path` replaced by it.
+
+    Raises CheckpointError if the encoder architectures differ or nothing of the encoder
+    can be loaded. Prints what was loaded and what was not.
+    """
+    directory = _checkpoint_dir(path)
+    arrays, config = read_checkpoint_arrays(directory)
+    pretrained_model = config.get("model", {})
+    differ = {
+        k: (pretrained_model.get(k), v)
+        for k, v in model_config.items()
+        if pretrained_model.get(k) != v and not isinstance(v, (list, tuple))
+    }
+    if differ:
+        raise CheckpointError(
+            f"{directory}: encoder config differs from this run's (pre-trained, here): {differ}"
+        )
+    pretrained = arrays["params"]
+    loaded, skipped = [], []
+    out = dict(params)
+    for name, subtree in params.items():
+        if name in pretrained and _same_layout(subtree, pretrained[name]):
+            out[name] = jax.tree.map(
+                lambda x, y: np.asarray(y, np.asarray(x).dtype), subtree, pretrained[name]
+            )
+            loaded.append(name)
+        else:
+            skipped.append(name)
+    if "encoder" not in loaded:
+        raise CheckpointError(f"{directory}: no encoder parameters matching this model")
+    unused = sorted(set(pretrained) - set(loaded))
+    print(
+        f"loaded from {directory}: " + ", ".join(f"{n} ({_size(out[n]):,} params)" for n in loaded)
+    )
+    print(
+        "freshly initialised: "
+        + (", ".join(f"{n} ({_size(out[n]):,})" for n in skipped) or "nothing")
+    )
+    print("in the checkpoint but unused: " + (", ".join(unused) or "nothing"))
+    return out

@@ -31,7 +31,7 @@ def _size(tree) -> int:
 def _same_layout(a, b) -> bool:
     if jax.tree.structure(a) != jax.tree.structure(b):
         return False
-    return all(np.shape(x) == np.shape(y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return all(np.shape(x) == np.shape(y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 def load_pretrained_params(params: dict, path: str, model_config: dict) -> dict:

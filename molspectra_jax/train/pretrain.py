@@ -68,9 +68,11 @@ def init_state(config, model, specformer, batch, key) -> TrainState:
 
     @jax.jit
     def init(shard):
-        params = dict(model.init(model_key, shard.atomic_numbers, shard.positions,
-                                 shard.senders, shard.receivers, shard.edge_mask, shard.atom_mask,
-                                 shard.graph_index, shard.graph_mask.shape[0])["params"])  # fmt: skip
+        variables = model.init(
+            model_key, shard.atomic_numbers, shard.positions, shard.senders, shard.receivers,
+            shard.edge_mask, shard.atom_mask, shard.graph_index, shard.graph_mask.shape[0],
+        )  # fmt: skip
+        params = dict(variables["params"])
         batch_stats = {}
         if specformer is not None:
             variables = specformer.init(spec_key, shard.spectra, train=False)

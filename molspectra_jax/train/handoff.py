@@ -31,7 +31,8 @@ def _size(tree) -> int:
 def _same_layout(a, b) -> bool:
     if jax.tree.structure(a) != jax.tree.structure(b):
         return False
-    return all(np.shape(x) == np.shape(y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return all(np.shape(x) == np.shape(y) for x, y in pairs)
 
 
 def load_pretrained_params(params: dict, path: str, model_config: dict) -> dict:

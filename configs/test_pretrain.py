@@ -6,6 +6,8 @@ from configs import pretrain_qm9s, test
 def get_config(arg: str | None = None):
     c = pretrain_qm9s.get_config()
     c.model = test.get_config().model
+    # Big enough to learn denoising within tens of steps (the e2e test checks each loss falls).
+    c.model.update(hidden=32, num_layers=2, num_heads=4, num_rbf=16)
     c.specformer.update(embed_dim=c.model.hidden, d_model=16, num_heads=2, d_ff=32, num_layers=1)
     c.data.update(n_train=64, n_valid=16, batch_size=16, eval_batch_size=16)
     c.optim.update(learning_rate=1e-3, warmup_steps=2)

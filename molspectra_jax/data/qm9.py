@@ -54,15 +54,18 @@ def load_qm9(cache_dir: str | None = None, *, verbose: bool = True) -> MoleculeD
     """All of QM9 as a `MoleculeDataset` (ids = QM9 index, 1-based; targets in paper units).
 
     The first call parses qm9pack's CSVs and writes `<cache_dir>/qm9_v<FORMAT>.npz`;
-    later calls load that file unless qm9pack's files or FORMAT_VERSION changed.
+    later calls load that file unless qm9pack's files or FORMAT_VERSION changed. Where
+    qm9pack is not installed (e.g. a machine that was handed only the cache file), a
+    readable cache is used as it is.
     """
     cache_dir = cache_dir or default_cache_dir()
     path = os.path.join(cache_dir, f"qm9_v{FORMAT_VERSION}.npz")
-    fingerprint = _source_fingerprint()
+    has_source = importlib.util.find_spec("qm9pack") is not None
+    fingerprint = _source_fingerprint() if has_source else None
     if os.path.exists(path):
         try:
             dataset, meta = MoleculeDataset.load(path)
-            if meta.get("source") == fingerprint:
+            if fingerprint is None or meta.get("source") == fingerprint:
                 return dataset
         # Corrupt cache: rebuild it. An empty file raises EOFError and a truncated
         # one BadZipFile, neither of which is an OSError or ValueError.

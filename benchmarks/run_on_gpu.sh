@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The GPU measurements quoted in the README, as run on a lent accelerator machine whose
+# Python already has jax[cuda], flax, optax and orbax (but no e3nn-jax, ml-collections,
+# tensorboardX or qm9pack). Carried alongside the repo:
+#   .whl/  wheels of e3nn-jax, ml-collections, tensorboardX (pip download --no-deps)
+#   .gpu/  qm9_v1.npz, the converted QM9 cache (so qm9pack is not needed there)
+# Writes bench_gpu.json and comparison.json into $OUT (default: ./gpu_results).
+set -uo pipefail
+OUT=${OUT:-gpu_results}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 MOLSPECTRA_CACHE=$PWD/.gpu
+# Fine-tuning runs of one shape reuse each other's compiled executables.
+export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 -c "import jax; print(jax.__version__, jax.devices())"
+STAGE1=${STAGE1:-4000} STAGE2=${STAGE2:-2000} FINETUNE=${FINETUNE:-2000}
+python3 -m benchmarks.pretraining_benefit --workdir /tmp/compare --summary "$OUT/comparison.json" \
+  --stage1_steps "$STAGE1" --stage2_steps "$STAGE2" --finetune_steps "$FINETUNE" 2>&1 \
+  | grep -v -E "^[IW][0-9]{4} " | tr '\r' '\n' | grep -v -E "^(pre-train|fine-tune)" | tail -60
+python3 -m benchmarks.train_step --configs small,paper --steps 30 --batch_size 128 \
+  --out "$OUT/bench_gpu.json" 2>&1 | grep -v -E "^[IW][0-9]{4} " | tail -30

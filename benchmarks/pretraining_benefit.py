@@ -46,8 +46,8 @@ def main(argv):
     train(_pretrain_config(1, _STAGE1.value), stage1)
     train(_pretrain_config(2, _STAGE2.value, stage1), stage2)
     results = {}
-    for init, path in (("scratch", ""), ("denoising", stage1), ("full", stage2)):
-        for seed in _SEEDS.value:
+    for seed in _SEEDS.value:  # seeds outer: an interrupted run still has complete pairs
+        for init, path in (("scratch", ""), ("denoising", stage1), ("full", stage2)):
             c = finetune_qm9.get_config("cpu")
             c.target, c.seed, c.init_from = _TARGET.value, int(seed), path
             c.data.shuffle_seed = int(seed)

@@ -193,3 +193,23 @@ def test_split_indices_qm9_sizes():
 def test_split_indices_too_large():
     with pytest.raises(ValueError, match=r"split sizes \[8, 3\] exceed the 10 molecules"):
         split_indices(10, (8, 3), seed=0)
+
+
+def test_pcqm4mv2_style_sdf_geometries_get_hydrogens(tmp_path):
+    """Stage-1 source "sdf:<file>": PCQM4Mv2's SDF holds heavy atoms only (V2000 blocks)."""
+    import ml_collections
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    from molspectra_jax.data.pretrain_data import load_geometries
+
+    path = tmp_path / "pcqm4m-v2-train.sdf"
+    with Chem.SDWriter(str(path)) as writer:
+        for smiles in ("CC(=O)Nc1ccccc1", "OCC1OC(O)C(O)C1O"):
+            mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+            AllChem.EmbedMolecule(mol, randomSeed=0)
+            writer.write(Chem.RemoveHs(mol))
+    config = ml_collections.ConfigDict(dict(source=f"sdf:{path}", elements=(1, 6, 7, 8)))
+    dataset = load_geometries(config)
+    assert len(dataset) == 2
+    assert list(dataset.n_atoms) == [19, 20]  # C8H9NO and C5H10O5 with explicit H

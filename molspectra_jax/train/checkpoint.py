@@ -64,23 +64,10 @@ class Checkpointer:
 
     def restore(self, manager: str, abstract_arrays: dict, step: int | None = None):
         """(arrays, data_state, config) of `step` (default newest), shaped like the template."""
-        mgr = getattr(self, manager)
-        step = mgr.latest_step() if step is None else step
-        if step is None:
-            raise CheckpointError(f"no checkpoint in {mgr.directory}")
-        try:
-            restored = mgr.restore(
-                step,
-                args=ocp.args.Composite(
-                    arrays=ocp.args.StandardRestore(abstract_arrays),
-                    data=ocp.args.JsonRestore(),
-                    config=ocp.args.JsonRestore(),
-                ),
-            )
-        except Exception as e:  # orbax raises many types; name the folder and the cause
-            raise CheckpointError(
-                f"cannot restore checkpoint {mgr.directory}/{step}: {type(e).__name__}: {e}"
-            ) from e
+        restored = _restore(
+            getattr(self, manager), step, arrays=ocp.args.StandardRestore(abstract_arrays),
+            data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore(),
+        )  # fmt: skip
         return restored.arrays, restored.data, restored.config
 
     def close(self) -> None:
@@ -91,18 +78,23 @@ class Checkpointer:
 def read_checkpoint_arrays(directory: str, step: int | None = None) -> tuple[dict, dict]:
     """Raw (arrays, config) of a checkpoint folder without a template (hand-off, inspection)."""
     mgr = _manager(directory, 1)
-    step = mgr.latest_step() if step is None else step
-    if step is None:
-        raise CheckpointError(f"no checkpoint in {directory}")
     try:
-        restored = mgr.restore(
-            step,
-            args=ocp.args.Composite(
-                arrays=ocp.args.StandardRestore(), config=ocp.args.JsonRestore()
-            ),
+        restored = _restore(
+            mgr, step, arrays=ocp.args.StandardRestore(), config=ocp.args.JsonRestore()
         )
-    except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {directory}/{step}: {e}") from e
     finally:
         mgr.close()
     return restored.arrays, restored.config
+
+
+def _restore(mgr: ocp.CheckpointManager, step: int | None, **items):
+    """Restore `items` of `step` (default newest); every failure names folder and step."""
+    step = mgr.latest_step() if step is None else step
+    if step is None:
+        raise CheckpointError(f"no checkpoint in {mgr.directory}")
+    try:
+        return mgr.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # orbax raises many types; name the folder and the cause
+        raise CheckpointError(
+            f"cannot restore checkpoint {mgr.directory}/{step}: {type(e).__name__}: {e}"
+        ) from e

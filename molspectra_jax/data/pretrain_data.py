@@ -46,6 +46,7 @@ def load_spectra_set(config) -> tuple[MoleculeDataset, dict[str, np.ndarray]]:
         spectra = load_qm9s(source[5:])
         qm9 = load_qm9(config.cache_dir or None).select_targets(())
         rows, spectra_rows = join_with_qm9(spectra, qm9)
+        print(f"{source}: {len(rows)} of {len(spectra.ids)} QM9S molecules joined with QM9")
         dense = {k: np.asarray(getattr(spectra, k)[spectra_rows], np.float32)
                  for k in ("uv", "ir", "raman")}  # fmt: skip
         return qm9.subset(rows), dense

@@ -2,25 +2,36 @@
 
 The release ships `ir_boraden.csv`, `raman_boraden.csv` (3501 columns, 500-4000 cm^-1)
 and `uv_boraden.csv` (701 columns, 1-15 eV): a header row of grid values, then one row
-per molecule whose first column is the molecule id. The files are ~8 GB, so they are
-streamed in chunks and converted once into float32 `.npy` files that are memory-mapped
-afterwards. Rows are matched **by id, never by row order**: the files do not hold the
-same molecules (the release has a one-molecule gap between them); molecules missing
-from any file are left out and listed in the conversion report.
+per molecule whose first column is the molecule's number **in QM9S** (0-based, the row
+of `qm9s.pt`), not its QM9 index: QM9S keeps ~129.8k of QM9's 133,885 molecules. The
+QM9 index of each QM9S number is in the per-molecule files of `qm9s_csv.zip` (line 0:
+QM9S number, QM9 number, SMILES, atom count), so conversion reads those too.
+
+The CSVs are ~8 GB, so they are streamed in chunks and converted once into float32
+`.npy` files that are memory-mapped afterwards. Rows are matched **by id, never by row
+order**: the files do not hold the same molecules (the release has a one-molecule gap);
+molecules missing from any file are left out and listed in the conversion report.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
+import zipfile
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
-FORMAT_VERSION = "1"
+from molspectra_jax.data.records import DataError
+
+FORMAT_VERSION = "2"
 KINDS = ("uv", "ir", "raman")
 FILES = {"uv": "uv_boraden.csv", "ir": "ir_boraden.csv", "raman": "raman_boraden.csv"}
+MOLECULE_FILES = ("qm9s_csv.zip", "qm9s_csv")  # the per-molecule files: zip or unpacked
 GRIDS = {
     "uv": np.round(np.linspace(1.0, 15.0, 701), 6),
     "ir": np.linspace(500.0, 4000.0, 3501),
@@ -29,14 +40,97 @@ GRIDS = {
 
 
 @dataclasses.dataclass(frozen=True)
+class MoleculeTable:
+    """Line 0 of every QM9S molecule file: `qm9s_ids`, `qm9_ids`, `n_atoms` [M] int64 and
+    `smiles` [M] str, sorted by `qm9s_ids`."""
+
+    qm9s_ids: np.ndarray
+    qm9_ids: np.ndarray
+    n_atoms: np.ndarray
+    smiles: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
 class Qm9sSpectra:
-    """Converted QM9S spectra: `ids [M]` int64 sorted; `uv [M, 701]`, `ir [M, 3501]`,
-    `raman [M, 3501]` float32 (memory-mapped), rows aligned with `ids`."""
+    """Converted QM9S spectra, rows aligned: `ids [M]` QM9S numbers (sorted), `qm9_ids [M]`
+    QM9 indices, `n_atoms [M]`; `uv [M, 701]`, `ir [M, 3501]`, `raman [M, 3501]` float32
+    (memory-mapped)."""
 
     ids: np.ndarray
+    qm9_ids: np.ndarray
+    n_atoms: np.ndarray
     uv: np.ndarray
     ir: np.ndarray
     raman: np.ndarray
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_molecule_header(lines: list[str], name: str) -> tuple[int, int, str, int]:
+    """(QM9S number, QM9 number, SMILES, atom count) from a molecule file's first lines.
+
+    Line 0 holds `number, QM9 number, SMILES, atoms`; the release writes the files with
+    pandas, so a header row and a leading row-index column may come first. The SMILES is
+    the first non-numeric field; the two numbers before it and the one after are read.
+    """
+    for line in lines:
+        fields = [f.strip() for f in line.strip().split(",")]
+        text = [i for i, f in enumerate(fields) if f and not _is_number(f)]
+        if not text:
+            continue  # a pandas header row of column numbers
+        s = text[0]
+        around = (s - 2, s - 1, s + 1)
+        if s >= 2 and s + 1 < len(fields) and all(_is_number(fields[i]) for i in around):
+            qm9s_id, qm9_id, n_atoms = (int(float(fields[i])) for i in around)
+            return qm9s_id, qm9_id, fields[s], n_atoms
+        break
+    raise DataError(f"{name}: no 'QM9S number, QM9 number, SMILES, atoms' line at the top")
+
+
+def _molecule_files(path: str) -> Iterator[tuple[str, list[str]]]:
+    """(name, first two lines) of every `.csv` in a folder or zip, in name order."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            for name in sorted(n for n in archive.namelist() if n.endswith(".csv")):
+                with io.TextIOWrapper(archive.open(name), encoding="utf-8") as f:
+                    yield f"{path}:{name}", [f.readline(), f.readline()]
+        return
+    for name in sorted(n for n in os.listdir(path) if n.endswith(".csv")):
+        with open(os.path.join(path, name), encoding="utf-8") as f:
+            yield os.path.join(path, name), [f.readline(), f.readline()]
+
+
+def read_molecule_table(path: str, progress: bool = False) -> MoleculeTable:
+    """Read line 0 of every molecule file in `qm9s_csv.zip` or an unpacked `qm9s_csv/`."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"QM9S molecule files {path} not found")
+    rows = [
+        parse_molecule_header(lines, name)
+        for name, lines in tqdm(
+            _molecule_files(path), desc="molecule files", unit=" files", disable=not progress
+        )
+    ]
+    if not rows:
+        raise DataError(f"{path}: no molecule .csv files")
+    qm9s_ids, qm9_ids, smiles, n_atoms = zip(*rows, strict=True)
+    order = np.argsort(qm9s_ids, kind="stable")
+    table = MoleculeTable(
+        qm9s_ids=np.asarray(qm9s_ids, np.int64)[order],
+        qm9_ids=np.asarray(qm9_ids, np.int64)[order],
+        n_atoms=np.asarray(n_atoms, np.int64)[order],
+        smiles=np.asarray(smiles, dtype=str)[order],
+    )
+    for field in ("qm9s_ids", "qm9_ids"):
+        values, counts = np.unique(getattr(table, field), return_counts=True)
+        if (counts > 1).any():
+            raise DataError(f"{path}: {field} {values[counts > 1][:5].tolist()} occur twice")
+    return table
 
 
 def read_header(path: str, kind: str) -> int:
@@ -67,26 +161,46 @@ def read_ids(path: str, chunk_rows: int) -> np.ndarray:
     return ids
 
 
-def convert_qm9s(release_dir: str, out_dir: str, chunk_rows: int = 2000) -> dict:
-    """Convert the three release CSVs into `<out_dir>/{ids,uv,ir,raman}.npy` (once).
+def _find_molecule_files(release_dir: str) -> str:
+    for name in MOLECULE_FILES:
+        if os.path.exists(os.path.join(release_dir, name)):
+            return os.path.join(release_dir, name)
+    raise FileNotFoundError(
+        f"{release_dir}: neither {' nor '.join(MOLECULE_FILES)} found; the per-molecule files "
+        "map QM9S numbers (the spectra CSVs' first column) to QM9 indices"
+    )
 
-    Two streaming passes per file (ids, then values), so memory stays at one chunk.
-    Output files are written under temporary names and renamed when complete.
+
+def _save_atomic(path: str, array: np.ndarray) -> None:
+    np.save(path + ".tmp.npy", array)
+    os.replace(path + ".tmp.npy", path)
+
+
+def convert_qm9s(release_dir: str, out_dir: str, chunk_rows: int = 2000,
+                 progress: bool = False) -> dict:  # fmt: skip
+    """Convert the release into `<out_dir>/{ids,qm9_ids,n_atoms,uv,ir,raman}.npy` (once).
+
+    Keeps the molecules present in all three CSVs and in the molecule files. Two streaming
+    passes per CSV (ids, then values), so memory stays at one chunk. Every file is written
+    under a temporary name and renamed when complete; `report.json` is written last.
 
     Returns:
-      report: {"molecules": M kept, "missing": {kind: ids absent from that file}}.
+      report: {"molecules": M kept, "missing": {kind: QM9S ids absent from that CSV},
+      "no_molecule_file": QM9S ids with spectra but no molecule file}.
     """
     paths = {k: os.path.join(release_dir, FILES[k]) for k in KINDS}
     for kind, path in paths.items():
         if not os.path.exists(path):
             raise FileNotFoundError(f"QM9S release file {path} not found ({kind} spectra)")
         read_header(path, kind)
+    table = read_molecule_table(_find_molecule_files(release_dir), progress)
     file_ids = {k: read_ids(p, chunk_rows) for k, p in paths.items()}
     everything = np.unique(np.concatenate(list(file_ids.values())))
-    kept = everything
+    kept = np.intersect1d(everything, table.qm9s_ids)
     for ids in file_ids.values():
         kept = np.intersect1d(kept, ids)
     missing = {k: np.setdiff1d(everything, ids).tolist() for k, ids in file_ids.items()}
+    table_rows = np.searchsorted(table.qm9s_ids, kept)
 
     os.makedirs(out_dir, exist_ok=True)
     for kind, path in paths.items():
@@ -94,17 +208,26 @@ def convert_qm9s(release_dir: str, out_dir: str, chunk_rows: int = 2000) -> dict
         out = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.float32, shape=(len(kept), len(GRIDS[kind]))
         )
-        for chunk in pd.read_csv(path, chunksize=chunk_rows):
-            ids = chunk.iloc[:, 0].to_numpy(np.int64)
-            rows = np.searchsorted(kept, ids)
-            found = (rows < len(kept)) & (kept[np.minimum(rows, len(kept) - 1)] == ids)
-            out[rows[found]] = chunk.iloc[:, 1:].to_numpy(np.float32)[found]
+        with tqdm(total=len(file_ids[kind]), desc=FILES[kind], unit=" rows",
+                  disable=not progress) as bar:  # fmt: skip
+            for chunk in pd.read_csv(path, chunksize=chunk_rows):
+                ids = chunk.iloc[:, 0].to_numpy(np.int64)
+                rows = np.searchsorted(kept, ids)
+                found = (rows < len(kept)) & (kept[np.minimum(rows, len(kept) - 1)] == ids)
+                out[rows[found]] = chunk.iloc[:, 1:].to_numpy(np.float32)[found]
+                bar.update(len(chunk))
         out.flush()
         del out
         os.replace(tmp, os.path.join(out_dir, f"{kind}.npy"))
-    np.save(os.path.join(out_dir, "ids.tmp.npy"), kept)
-    os.replace(os.path.join(out_dir, "ids.tmp.npy"), os.path.join(out_dir, "ids.npy"))
-    report = {"format": FORMAT_VERSION, "molecules": int(len(kept)), "missing": missing}
+    _save_atomic(os.path.join(out_dir, "ids.npy"), kept)
+    _save_atomic(os.path.join(out_dir, "qm9_ids.npy"), table.qm9_ids[table_rows])
+    _save_atomic(os.path.join(out_dir, "n_atoms.npy"), table.n_atoms[table_rows])
+    report = {
+        "format": FORMAT_VERSION,
+        "molecules": int(len(kept)),
+        "missing": missing,
+        "no_molecule_file": np.setdiff1d(everything, table.qm9s_ids).tolist(),
+    }
     with open(os.path.join(out_dir, "report.tmp.json"), "w") as f:
         json.dump(report, f)
     os.replace(os.path.join(out_dir, "report.tmp.json"), os.path.join(out_dir, "report.json"))
@@ -116,17 +239,39 @@ def load_qm9s(out_dir: str) -> Qm9sSpectra:
     report_path = os.path.join(out_dir, "report.json")
     if not os.path.exists(report_path):
         raise FileNotFoundError(f"{out_dir}: no converted QM9S spectra (run convert_qm9s)")
+    with open(report_path) as f:
+        version = json.load(f).get("format")
+    if version != FORMAT_VERSION:
+        raise DataError(f"{out_dir}: converted with format {version}, this version reads "
+                        f"{FORMAT_VERSION}; convert the release again")  # fmt: skip
     arrays = {k: np.load(os.path.join(out_dir, f"{k}.npy"), mmap_mode="r") for k in KINDS}
-    return Qm9sSpectra(ids=np.load(os.path.join(out_dir, "ids.npy")), **arrays)
+    index = {k: np.load(os.path.join(out_dir, f"{k}.npy")) for k in ("ids", "qm9_ids", "n_atoms")}
+    return Qm9sSpectra(**index, **arrays)
 
 
-def join_with_qm9(spectra: Qm9sSpectra, dataset):
-    """Molecules present in both; returns (dataset rows [K], spectra rows [K]) by id.
+def join_with_qm9(spectra: Qm9sSpectra, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Molecules in both, matched by QM9 index: (dataset rows [K], spectra rows [K]).
 
     Args:
       dataset: a `MoleculeDataset` (e.g. `load_qm9()`) whose `ids` are QM9 indices.
+    Raises:
+      DataError: a joined molecule's atom count differs between QM9S and the dataset,
+        i.e. the two number molecules differently.
     """
     _, dataset_rows, spectra_rows = np.intersect1d(
-        np.asarray(dataset.ids), spectra.ids, return_indices=True
+        np.asarray(dataset.ids), spectra.qm9_ids, return_indices=True
     )
+    counts = np.diff(np.asarray(dataset.offsets))[dataset_rows]
+    wrong = np.flatnonzero(counts != spectra.n_atoms[spectra_rows])
+    if len(wrong):
+        examples = ", ".join(
+            f"QM9 {dataset.ids[dataset_rows[i]]}: {counts[i]} atoms in QM9, "
+            f"{spectra.n_atoms[spectra_rows[i]]} in QM9S {spectra.ids[spectra_rows[i]]}"
+            for i in wrong[:3]
+        )
+        raise DataError(
+            f"{len(wrong)} of {len(counts)} molecules joined by QM9 index differ in atom "
+            f"count ({examples}); the QM9S molecule files and this QM9 number molecules "
+            "differently"
+        )
     return dataset_rows, spectra_rows

@@ -132,8 +132,8 @@ def collate(
     budget: Budget,
     spectra: dict[str, np.ndarray] | None = None,
 ) -> GraphBatch:
-    """Pad `shards` (lists of dataset rows, one per shard) into a `GraphBatch`."""
-    s_, g_, n_, e_ = budget.n_shards, budget.graphs, budget.atoms, budget.edges
+    """Pad `shards` (lists of dataset rows, one per shard) into a [len(shards), ...] batch."""
+    s_, g_, n_, e_ = len(shards), budget.graphs, budget.atoms, budget.edges
     t_ = dataset.targets.shape[1]
     k_ = 0 if dataset.atom_targets is None else dataset.atom_targets.shape[1]
     batch = GraphBatch(
@@ -183,6 +183,10 @@ class BatchIterator:
     Training order is a fresh seeded permutation each epoch; the iterator's position
     (epoch, cursor) is part of the checkpoint, so a resumed run sees exactly the
     batches it would have seen.
+
+    Multi-host: every process walks the same order and packs all `budget.n_shards`
+    shards of the global batch (cheap index arithmetic), then collates only its own
+    `n_shards / process_count` of them, so hosts see disjoint molecules and stay in step.
     """
 
     def __init__(
@@ -194,9 +198,15 @@ class BatchIterator:
         seed: int = 0,
         shuffle: bool = True,
         spectra: dict[str, np.ndarray] | None = None,
+        process_index: int = 0,
+        process_count: int = 1,
     ):
+        if budget.n_shards % process_count:
+            raise ValueError(f"{budget.n_shards} shards don't split over {process_count} processes")
         self.dataset, self.edges, self.budget = dataset, edges, budget
         self.seed, self.shuffle, self.spectra = seed, shuffle, spectra
+        local = budget.n_shards // process_count
+        self.local_shards = slice(process_index * local, (process_index + 1) * local)
         self.epoch, self.cursor = 0, 0
 
     def _order(self) -> np.ndarray:
@@ -234,7 +244,9 @@ class BatchIterator:
             )
             shards.append(order[self.cursor : stop])
             self.cursor = stop
-        return collate(self.dataset, self.edges, shards, self.budget, self.spectra)
+        return collate(
+            self.dataset, self.edges, shards[self.local_shards], self.budget, self.spectra
+        )
 
 
 def padding_fraction(batch: GraphBatch) -> dict[str, float]:

@@ -60,9 +60,17 @@ def validate(dataset: MoleculeDataset, source: str, elements, max_atoms: int) ->
 
 
 def make_iterators(
-    splits: dict[str, MoleculeDataset], config, cutoff: float, n_shards: int
+    splits: dict[str, MoleculeDataset],
+    config,
+    cutoff: float,
+    n_shards: int,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> tuple[dict[str, BatchIterator], dict[str, Budget]]:
-    """Train (shuffled, endless) and eval (one pass) iterators with static budgets."""
+    """Train (shuffled, endless) and eval (one pass) iterators with static budgets.
+
+    `n_shards` is the global shard count; this process builds its share of every batch.
+    """
     radius = cutoff + config.skin
     edges = {name: candidate_edges(dataset, radius) for name, dataset in splits.items()}
     budgets = {
@@ -86,7 +94,13 @@ def make_iterators(
     budgets.update({name: eval_budget for name in budgets if name != "train"})
     iterators = {
         name: BatchIterator(
-            dataset, edges[name], budgets[name], seed=config.shuffle_seed, shuffle=name == "train"
+            dataset,
+            edges[name],
+            budgets[name],
+            seed=config.shuffle_seed,
+            shuffle=name == "train",
+            process_index=process_index,
+            process_count=process_count,
         )
         for name, dataset in splits.items()
     }

@@ -12,11 +12,12 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from molspectra_jax.models.encoder import safe_norm
 
 # Atomic masses (u) by atomic number for the centre of mass of dipole / R2 heads.
-_MASSES = jnp.array(
+_MASSES = np.array(
     [0.0, 1.008, 4.003, 6.94, 9.012, 10.81, 12.011, 14.007, 15.999, 18.998, 20.18, 22.99,
      24.305, 26.982, 28.085, 30.974, 32.06, 35.45, 39.948] + [40.0] * 17 + [79.904]
     + [80.0] * 17 + [126.904] + [130.0] * 47
@@ -76,7 +77,7 @@ class VectorHead(nn.Module):
 
 def _centered_positions(positions, atomic_numbers, atom_mask, graph_index, n_graphs):
     """[N, 3] positions relative to each molecule's centre of mass."""
-    mass = _MASSES[atomic_numbers] * atom_mask  # [N]
+    mass = jnp.asarray(_MASSES, jnp.float32)[atomic_numbers] * atom_mask  # [N]
     total = jax.ops.segment_sum(mass, graph_index, n_graphs)  # [G]
     weighted = jax.ops.segment_sum(mass[:, None] * positions, graph_index, n_graphs)  # [G, 3]
     com = weighted / jnp.where(total > 0, total, 1.0)[:, None]

@@ -66,14 +66,15 @@ def init_params(model: PropertyModel, batch, key):
 
 
 def evaluate(predict_fn, params, iterator, mesh, n_targets: int) -> np.ndarray:
-    """[T] MAE over one pass of `iterator` in target units."""
-    abs_err, count = np.zeros(n_targets), 0
+    """[T] MAE over one pass of `iterator` in target units (all hosts' molecules)."""
+    totals = np.zeros(n_targets + 1)  # summed |error| per target, then the molecule count
     for batch in iterator.one_pass():
-        pred = np.asarray(predict_fn(params, sharding.global_batch(batch, mesh)))
+        pred = sharding.host_local(predict_fn(params, sharding.global_batch(batch, mesh)), mesh)
         mask = batch.graph_mask
-        abs_err += np.abs(pred - batch.targets)[mask].sum(0)
-        count += int(mask.sum())
-    return abs_err / max(count, 1)
+        totals[:-1] += np.abs(pred - batch.targets)[mask].sum(0)
+        totals[-1] += mask.sum()
+    totals = sharding.sum_over_hosts(totals)
+    return totals[:-1] / max(totals[-1], 1)
 
 
 def format_table(targets, rows: dict[str, np.ndarray]) -> str:
@@ -114,7 +115,9 @@ def setup(config, mesh) -> FinetuneSetup:
     splits = pipeline.split_dataset(dataset, config.data)
     for name, part in splits.items():
         pipeline.validate(part, f"{config.data.source}:{name}", config.data.elements, None)
-    iterators, budgets = pipeline.make_iterators(splits, config.data, config.model.cutoff, n_shards)
+    iterators, budgets = pipeline.make_iterators(
+        splits, config.data, config.model.cutoff, n_shards, jax.process_index(), jax.process_count()
+    )
     print("molecules: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
     print(f"train budget per shard: {budgets['train']}")
 
@@ -186,15 +189,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
     table = format_table(
         run.targets, {"test MAE (best valid checkpoint)": test, "mean-predictor MAE": baseline}
     )
-    print(f"\n{table}\n")
     result = {
         "test_mae": dict(zip(run.targets, test.tolist(), strict=True)),
         "mean_predictor_mae": dict(zip(run.targets, baseline.tolist(), strict=True)),
         "n_train": len(run.splits["train"]),
         "steps": config.train.num_steps,
     }
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    if jax.process_index() == 0:
+        print(f"\n{table}\n")
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(result, f, indent=2)
     writer.close()
     ckpt.close()
     return result

@@ -48,9 +48,12 @@ def fit(
     state is kept in `checkpoints/best`.
     """
     train = config.train
-    extra = extra_arrays or {}
+    # Replicated over the mesh (state too, before restoring: a restore template's sharding
+    # is the result's); multi-host checkpoints take only global arrays.
+    extra = sharding.replicate(extra_arrays or {}, mesh)
     ckpt = Checkpointer(workdir, train.max_to_keep)
     best = np.inf
+    state = sharding.replicate(state, mesh)
     if ckpt.latest_step() is not None:
         arrays, data_state, _ = ckpt.restore("latest", checkpoint_arrays(state, extra))
         state = state.replace(**{k: arrays[k] for k in STATE_FIELDS})
@@ -59,11 +62,12 @@ def fit(
         print(f"resumed from step {int(state.step)} (epoch {data_state['epoch']})")
     elif init_fn is not None:
         state = init_fn(state)
-    state = jax.device_put(state, sharding.replicated(mesh))  # see sharding.jit_step
+    state = sharding.replicate(state, mesh)  # see sharding.jit_step
 
     writer = MetricWriter(workdir)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
 
     def save(manager: str, step: int) -> None:
         data_state = {**train_iterator.state(), "best": best}

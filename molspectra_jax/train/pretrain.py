@@ -53,7 +53,9 @@ def load_data(config):
         budget = make_budget(part, edges, batch_size, n_shards, config.data.budget_slack)
         part_spectra = None if spectra is None else {k: v[rows] for k, v in spectra.items()}
         iterators.append(BatchIterator(part, edges, budget, seed=config.data.shuffle_seed,
-                                       shuffle=shuffle, spectra=part_spectra))  # fmt: skip
+                                       shuffle=shuffle, spectra=part_spectra,
+                                       process_index=jax.process_index(),
+                                       process_count=jax.process_count()))  # fmt: skip
     print(
         f"pre-training stage {config.stage}: {len(train_rows)} train / {len(valid_rows)} "
         f"valid molecules{' with spectra' if spectra else ''}; budget {iterators[0].budget}"

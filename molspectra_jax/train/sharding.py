@@ -1,8 +1,9 @@
 """Data parallelism: one 'data' mesh axis over every device of every host.
 
-Batches carry a leading shard axis S; each host builds the shards of its own devices
-(S_local = local device count) and `jax.make_array_from_process_local_data` assembles
-the global array, so the same code runs on one CPU, one GPU, or a TPU pod. State is
+Batches carry a leading shard axis S (a multiple of the global device count); each host
+builds its S / process_count shards of every batch (`BatchIterator`) and
+`jax.make_array_from_process_local_data` assembles the global array, so the same code
+runs on one CPU, one GPU, or a TPU pod. State is
 replicated. Cross-shard reductions (loss means, BatchNorm statistics, InfoNCE
 negatives) are ordinary jnp reductions over the global arrays: XLA inserts the
 collectives.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
@@ -41,6 +43,13 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def replicate(tree, mesh: Mesh):
+    """Host values (numpy or single-device arrays, equal on every host) -> global replicated
+    arrays. Goes through numpy: `device_put` of a device array onto devices of other
+    processes makes arrays Orbax cannot serialise."""
+    return jax.device_put(jax.device_get(tree), replicated(mesh))
+
+
 def data_sharded(mesh: Mesh) -> NamedSharding:
     """Leading (shard) axis split over 'data'; other axes whole."""
     return NamedSharding(mesh, PartitionSpec("data"))
@@ -54,9 +63,16 @@ def global_batch(local_batch, mesh: Mesh):
     )
 
 
-def local_shard_count(mesh: Mesh) -> int:
-    """How many shards this host must build per batch (its devices in the mesh)."""
-    return len([d for d in mesh.devices.flat if d.process_index == jax.process_index()])
+def host_local(x: jax.Array, mesh: Mesh) -> np.ndarray:
+    """A data-sharded global array -> this host's part, the shards its batch supplied."""
+    return np.asarray(
+        multihost_utils.global_array_to_host_local_array(x, mesh, PartitionSpec("data"))
+    )
+
+
+def sum_over_hosts(x: np.ndarray) -> np.ndarray:
+    """Elementwise sum of a host-local numpy array over all processes (identity on one)."""
+    return np.asarray(multihost_utils.process_allgather(x)).sum(0)
 
 
 def merge_shards(batch):

@@ -206,6 +206,33 @@ def test_state_restore_resumes_identical_batches(qm9_sample, edges):
     assert resumed.state() == original.state()
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_processes_take_disjoint_parts_of_the_global_batch(qm9_sample, edges, shuffle):
+    """Each of 2 processes collates 2 of the 4 global shards; together, the 1-process batch."""
+    budget = make_budget(qm9_sample, edges, batch_size=32, n_shards=4)
+    whole = BatchIterator(qm9_sample, edges, budget, seed=3, shuffle=shuffle)
+    parts = [
+        BatchIterator(qm9_sample, edges, budget, seed=3, shuffle=shuffle, process_index=p,
+                      process_count=2)
+        for p in range(2)
+    ]  # fmt: skip
+    for _ in range(9):  # crosses an epoch boundary when shuffled
+        try:
+            want = next(whole)
+        except StopIteration:
+            break
+        got = [next(part) for part in parts]
+        for p, batch in enumerate(got):
+            assert batch.atomic_numbers.shape[0] == 2
+            mine = slice(2 * p, 2 * p + 2)
+            fields = {f: getattr(want, f)[mine] for f in GraphBatch._fields if f != "spectra"}
+            spectra = {k: v[mine] for k, v in want.spectra.items()}
+            assert_same_batch(batch, want._replace(**fields, spectra=spectra))
+        assert parts[0].state() == parts[1].state() == whole.state()
+    with pytest.raises(ValueError, match="3 shards don't split over 2 processes"):
+        BatchIterator(qm9_sample, edges, Budget(3, 9, 200, 3000), process_count=2)
+
+
 def test_spectra_and_atom_targets_follow_their_molecules(qm9_sample, edges):
     rng = np.random.default_rng(0)
     spectra = {"ir": rng.normal(size=(len(qm9_sample), 7)).astype(np.float32)}

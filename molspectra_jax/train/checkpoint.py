@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
 class CheckpointError(RuntimeError):
@@ -24,7 +25,14 @@ def _manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True
     )
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    handlers = {
+        "arrays": ocp.StandardCheckpointHandler(),
+        "data": ocp.JsonCheckpointHandler(),
+        "config": ocp.JsonCheckpointHandler(),
+    }
+    return ocp.CheckpointManager(
+        os.path.abspath(directory), options=options, item_handlers=handlers
+    )
 
 
 def check_finite(tree: Any, what: str) -> None:
@@ -76,11 +84,28 @@ class Checkpointer:
 
 
 def read_checkpoint_arrays(directory: str, step: int | None = None) -> tuple[dict, dict]:
-    """Raw (arrays, config) of a checkpoint folder without a template (hand-off, inspection)."""
+    """(arrays, config) of a checkpoint folder without a model template (hand-off).
+
+    Arrays come back replicated over this run's devices, whatever topology wrote them
+    (e.g. pre-trained on a multi-host pod, fine-tuned on one GPU).
+    """
     mgr = _manager(directory, 1)
     try:
+        step = mgr.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {mgr.directory}")
+        replicated = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), PartitionSpec())
+        try:
+            metadata = mgr.item_metadata(step)["arrays"]
+            template = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated), metadata
+            )
+        except Exception as e:  # orbax raises many types; name the folder and the cause
+            raise CheckpointError(
+                f"cannot read checkpoint {mgr.directory}/{step}: {type(e).__name__}: {e}"
+            ) from e
         restored = _restore(
-            mgr, step, arrays=ocp.args.StandardRestore(), config=ocp.args.JsonRestore()
+            mgr, step, arrays=ocp.args.StandardRestore(template), config=ocp.args.JsonRestore()
         )
     finally:
         mgr.close()

@@ -56,6 +56,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.kind = "mse"  # torchmd-net fine-tunes with MSE; MAE is what we report
     c.loss.noise_sigma = 0.005  # Å, noisy-nodes auxiliary denoising
     c.loss.noise_weight = 0.0  # official: 0.1 (enable with pre-training)
+    c.loss.energy_weight = 1.0  # weight of the property term (MD17: 0.2 on the energy)
+    c.loss.force_weight = 0.0  # > 0: also fit forces -dE/dR (MD17: 0.8)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 4e-4

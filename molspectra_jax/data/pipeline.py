@@ -4,36 +4,62 @@ from __future__ import annotations
 
 import numpy as np
 
+from molspectra_jax.data import md17
 from molspectra_jax.data.batching import BatchIterator, Budget, candidate_edges, make_budget
-from molspectra_jax.data.qm9 import QM9_SPLIT_SIZES, TARGET_NAMES, load_qm9
+from molspectra_jax.data.qm9 import QM9_SPLIT_SIZES, TARGET_NAMES, TARGET_UNITS, load_qm9
 from molspectra_jax.data.records import DataError, MoleculeDataset, check_molecule, split_indices
 
 SPLITS = ("train", "valid", "test")
 
 
 def load_source(config) -> MoleculeDataset:
-    """The whole molecule set named by `config.source` (only QM9 has property targets)."""
+    """The whole molecule set named by `config.source`: "qm9", "md17" (the shipped
+    ethanol sample) or "md17:<file.npz>" (a file of the MD17 release)."""
     if config.source == "qm9":
         return load_qm9(config.cache_dir or None)
-    raise ValueError(f"unknown data source {config.source!r}; choose from ['qm9']")
+    if config.source == "md17":
+        return md17.load_md17(md17.shipped_md17_path())
+    if config.source.startswith("md17:"):
+        return md17.load_md17(config.source[5:])
+    raise ValueError(
+        f"unknown data source {config.source!r}; use 'qm9', 'md17' or 'md17:<file.npz>'"
+    )
 
 
-def parse_targets(target: str) -> tuple[str, ...]:
-    """'gap' / 'homo,lumo' / 'all' -> target names, validated against QM9's."""
-    names = TARGET_NAMES if target == "all" else tuple(t.strip() for t in target.split(","))
-    unknown = [n for n in names if n not in TARGET_NAMES]
+def source_targets(source: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(target names, units of targets and forces) of a data source."""
+    if source.split(":")[0] == "md17":
+        return md17.TARGETS, md17.UNITS
+    return TARGET_NAMES, TARGET_UNITS
+
+
+def parse_targets(target: str, source: str = "qm9") -> tuple[str, ...]:
+    """'gap' / 'homo,lumo' / 'all' -> target names, validated against the source's."""
+    available = source_targets(source)[0]
+    names = available if target == "all" else tuple(t.strip() for t in target.split(","))
+    unknown = [n for n in names if n not in available]
     if unknown or not names:
-        raise ValueError(f"unknown target(s) {unknown}; choose from {TARGET_NAMES} or 'all'")
+        raise ValueError(f"unknown target(s) {unknown}; choose from {available} or 'all'")
     return names
 
 
 def split_dataset(dataset: MoleculeDataset, config) -> dict[str, MoleculeDataset]:
-    """QM9's seeded 110k/10k/rest split, each part cut to `n_train/n_valid/n_test` (-1 = all).
+    """Seeded train/valid/test split, each part cut to `n_train/n_valid/n_test` (-1 = all).
 
-    The split is fixed by `split_seed` before cutting, so a 10k-molecule CPU run trains
-    on a prefix of the same train split a full run uses, and tests on the same test set.
+    QM9: 110k/10k/rest, fixed by `split_seed` before cutting, so a 10k-molecule CPU run
+    trains on a prefix of the same train split a full run uses, and tests on the same
+    test set. MD17: exactly `n_train`/`n_valid` frames (950/50), the rest for testing.
+    Other sources: QM9's 110:10:11 proportions.
     """
-    sizes = QM9_SPLIT_SIZES if len(dataset) > sum(QM9_SPLIT_SIZES) else _scaled_sizes(len(dataset))
+    if config.source == "qm9":
+        sizes = QM9_SPLIT_SIZES
+    elif config.source.split(":")[0] == "md17":
+        sizes = (config.n_train, config.n_valid)
+        if min(sizes) < 1 or sum(sizes) >= len(dataset):
+            raise DataError(f"{config.source}: n_train={sizes[0]}, n_valid={sizes[1]} do not "
+                            f"leave test frames of {len(dataset)}")  # fmt: skip
+    else:
+        sizes = _scaled_sizes(len(dataset))
     parts = dict(zip(SPLITS, split_indices(len(dataset), sizes, config.split_seed), strict=True))
     out = {}
     for name in SPLITS:
@@ -107,6 +133,13 @@ def make_iterators(
     return iterators, budgets
 
 
-def mean_predictor_mae(splits: dict[str, MoleculeDataset], split: str) -> np.ndarray:
-    """[T] MAE on `split` of always predicting the train mean: the floor any model must beat."""
-    return np.abs(splits[split].targets - splits["train"].targets.mean(0)).mean(0)
+def mean_predictor_mae(
+    splits: dict[str, MoleculeDataset], split: str, forces: bool = False
+) -> np.ndarray:
+    """[T] (+ forces) MAE on `split` of always predicting the train mean: the floor any
+    model must beat."""
+    mae = np.abs(splits[split].targets - splits["train"].targets.mean(0)).mean(0)
+    if forces:
+        mean_force = splits["train"].atom_targets.mean(0)
+        mae = np.append(mae, np.abs(splits[split].atom_targets - mean_force).mean())
+    return mae

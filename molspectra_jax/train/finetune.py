@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from molspectra_jax.data import pipeline
-from molspectra_jax.data.qm9 import TARGET_UNITS
 from molspectra_jax.data.statistics import fit_atomref, target_statistics
 from molspectra_jax.models import build_encoder
 from molspectra_jax.models.property_model import PropertyModel, TargetStats
@@ -66,21 +65,29 @@ def init_params(model: PropertyModel, batch, key):
 
 
 def evaluate(predict_fn, params, iterator, mesh, n_targets: int) -> np.ndarray:
-    """[T] MAE over one pass of `iterator` in target units (all hosts' molecules)."""
-    totals = np.zeros(n_targets + 1)  # summed |error| per target, then the molecule count
+    """MAE over one pass of `iterator` (all hosts' molecules): [T] per target in target
+    units, then the force-component MAE if `predict_fn` returns forces."""
+    # |error| sums of the T targets and of force components, molecule and component counts
+    totals, with_forces = np.zeros(n_targets + 3), False
     for batch in iterator.one_pass():
-        pred = sharding.host_local(predict_fn(params, sharding.global_batch(batch, mesh)), mesh)
-        mask = batch.graph_mask
-        totals[:-1] += np.abs(pred - batch.targets)[mask].sum(0)
-        totals[-1] += mask.sum()
+        out = predict_fn(params, sharding.global_batch(batch, mesh))
+        pred = sharding.host_local(out["properties"], mesh)
+        totals[:n_targets] += np.abs(pred - batch.targets)[batch.graph_mask].sum(0)
+        totals[-2] += batch.graph_mask.sum()
+        if "forces" in out:
+            with_forces = True
+            forces = sharding.host_local(out["forces"], mesh)
+            totals[n_targets] += np.abs(forces - batch.atom_targets)[batch.atom_mask].sum()
+            totals[-1] += 3 * batch.atom_mask.sum()
     totals = sharding.sum_over_hosts(totals)
-    return totals[:-1] / max(totals[-1], 1)
+    mae = totals[:n_targets] / max(totals[-2], 1)
+    return np.append(mae, totals[n_targets] / max(totals[-1], 1)) if with_forces else mae
 
 
-def format_table(targets, rows: dict[str, np.ndarray]) -> str:
-    """Markdown table: one column per target (with unit), one row per named MAE vector."""
-    header = "| | " + " | ".join(f"{t} ({TARGET_UNITS[t]})" for t in targets) + " |"
-    lines = [header, "|---" * (len(targets) + 1) + "|"]
+def format_table(names, units: dict[str, str], rows: dict[str, np.ndarray]) -> str:
+    """Markdown table: one column per metric (with unit), one row per named MAE vector."""
+    header = "| | " + " | ".join(f"{t} ({units[t]})" for t in names) + " |"
+    lines = [header, "|---" * (len(names) + 1) + "|"]
     for name, values in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{v:.4g}" for v in values) + " |")
     return "\n".join(lines)
@@ -91,6 +98,8 @@ class FinetuneSetup:
     """Everything a fine-tuning run (or a benchmark of it) needs, built from a config."""
 
     targets: tuple[str, ...]
+    metrics: tuple[str, ...]  # targets, then "forces" when trained on forces
+    units: dict[str, str]
     splits: dict
     iterators: dict
     budgets: dict
@@ -103,7 +112,9 @@ class FinetuneSetup:
 
 def setup(config, mesh) -> FinetuneSetup:
     """Data, statistics, model, fresh state and the jitted step/predict for `config`."""
-    targets = pipeline.parse_targets(config.target)
+    targets = pipeline.parse_targets(config.target, config.data.source)
+    units = pipeline.source_targets(config.data.source)[1]
+    with_forces = config.loss.force_weight > 0
     n_shards = config.data.n_shards or jax.device_count()
     if n_shards % jax.device_count():
         raise ValueError(
@@ -112,6 +123,9 @@ def setup(config, mesh) -> FinetuneSetup:
     print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}, shards: {n_shards}")
 
     dataset = pipeline.load_source(config.data).select_targets(targets)
+    if with_forces and (dataset.atom_targets is None or targets[0] != "energy"):
+        raise ValueError(f"loss.force_weight > 0 needs energies and forces (e.g. MD17); "
+                         f"{config.data.source} target {targets[0]!r} has none")  # fmt: skip
     splits = pipeline.split_dataset(dataset, config.data)
     for name, part in splits.items():
         pipeline.validate(part, f"{config.data.source}:{name}", config.data.elements, None)
@@ -140,10 +154,14 @@ def setup(config, mesh) -> FinetuneSetup:
         loss_kind=config.loss.kind,
         noise_sigma=config.loss.noise_sigma,
         noise_weight=config.loss.noise_weight,
+        energy_weight=config.loss.energy_weight,
+        force_weight=config.loss.force_weight,
         **common,
     )
     return FinetuneSetup(
         targets=targets,
+        metrics=targets + (("forces",) if with_forces else ()),
+        units=units,
         splits=splits,
         iterators=iterators,
         budgets=budgets,
@@ -151,7 +169,7 @@ def setup(config, mesh) -> FinetuneSetup:
         model=model,
         state=state,
         step_fn=sharding.jit_step(step, mesh),
-        predict_fn=jax.jit(functools.partial(predict, **common)),
+        predict_fn=jax.jit(functools.partial(predict, forces=with_forces, **common)),
     )
 
 
@@ -161,12 +179,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     mesh = sharding.make_mesh()
     run = setup(config, mesh)
+    n_targets = len(run.targets)
+    # Standardized MAEs weigh metrics of different units alike in "best" (forces: by E std).
     std = np.asarray(run.stats.std)
+    scale = np.append(std, std[:1]) if "forces" in run.metrics else std
 
     def evaluate_valid(state):
-        val = evaluate(run.predict_fn, state.params, run.iterators["valid"], mesh, len(std))
-        # Standardized MAE, so targets of different units weigh alike in "best".
-        return float(np.mean(val / std)), _named("mae", run.targets, val)
+        val = evaluate(run.predict_fn, state.params, run.iterators["valid"], mesh, n_targets)
+        return float(np.mean(val / scale)), _named("mae", run.metrics, val)
 
     def load_pretrained(state):
         from molspectra_jax.train.handoff import load_pretrained_params
@@ -183,15 +203,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     )  # fmt: skip
 
     best, _, _ = ckpt.restore("best", checkpoint_arrays(state, extra))
-    test = evaluate(run.predict_fn, best["params"], run.iterators["test"], mesh, len(std))
-    baseline = pipeline.mean_predictor_mae(run.splits, "test")
-    writer.write(config.train.num_steps, _named("mae", run.targets, test), "test")
-    table = format_table(
-        run.targets, {"test MAE (best valid checkpoint)": test, "mean-predictor MAE": baseline}
-    )
+    test = evaluate(run.predict_fn, best["params"], run.iterators["test"], mesh, n_targets)
+    baseline = pipeline.mean_predictor_mae(run.splits, "test", forces="forces" in run.metrics)
+    writer.write(config.train.num_steps, _named("mae", run.metrics, test), "test")
+    rows = {"test MAE (best valid checkpoint)": test, "mean-predictor MAE": baseline}
+    table = format_table(run.metrics, run.units, rows)
     result = {
-        "test_mae": dict(zip(run.targets, test.tolist(), strict=True)),
-        "mean_predictor_mae": dict(zip(run.targets, baseline.tolist(), strict=True)),
+        "test_mae": dict(zip(run.metrics, test.tolist(), strict=True)),
+        "mean_predictor_mae": dict(zip(run.metrics, baseline.tolist(), strict=True)),
         "n_train": len(run.splits["train"]),
         "steps": config.train.num_steps,
     }

@@ -59,6 +59,21 @@ def to_target_units(
     return denormalize(raw, stats, reference, jnp.asarray(molecule_level))
 
 
+def energy_and_forces(
+    params, batch: GraphBatch, positions: jax.Array, *, model, stats, molecule_level, mesh
+) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+    """(predictions [S, G, T] in target units, forces [S, N, 3] = -dE/dR of target 0
+    (energy units / Å; zero on padding atoms), raw model outputs)."""
+
+    def total_energy(pos):
+        outputs = apply_property_model(model, params, batch, pos, mesh)
+        pred = to_target_units(outputs["raw"], batch, stats, molecule_level)
+        return jnp.sum(jnp.where(batch.graph_mask, pred[..., 0], 0.0)), (pred, outputs)
+
+    (_, (pred, outputs)), grad = jax.value_and_grad(total_energy, has_aux=True)(positions)
+    return pred, -grad * batch.atom_mask[..., None], outputs
+
+
 def predict(
     params,
     batch: GraphBatch,
@@ -67,10 +82,18 @@ def predict(
     stats: TargetStats,
     molecule_level: Sequence[bool],
     mesh: Mesh,
-) -> jax.Array:
-    """[S, G, T] predictions in target units (padding graphs hold garbage; mask them)."""
+    forces: bool = False,
+) -> dict[str, jax.Array]:
+    """{"properties": [S, G, T] in target units, "forces": [S, N, 3] if `forces`}.
+
+    Padding graphs and atoms hold garbage; mask them.
+    """
+    if forces:
+        pred, f, _ = energy_and_forces(params, batch, batch.positions, model=model, stats=stats,
+                                       molecule_level=molecule_level, mesh=mesh)  # fmt: skip
+        return {"properties": pred, "forces": f}
     raw = apply_property_model(model, params, batch, batch.positions, mesh)["raw"]
-    return to_target_units(raw, batch, stats, molecule_level)
+    return {"properties": to_target_units(raw, batch, stats, molecule_level)}
 
 
 def finetune_loss(
@@ -85,33 +108,53 @@ def finetune_loss(
     noise_sigma: float,
     noise_weight: float,
     mesh: Mesh,
+    energy_weight: float = 1.0,
+    force_weight: float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Property loss on standardized targets (+ noisy-nodes denoising when weighted)."""
-    positions = batch.positions
-    noise = None
-    if noise_weight > 0:
-        noise = noise_sigma * jax.random.normal(key, positions.shape)  # [S, N, 3] Å
-        positions = positions + noise * batch.atom_mask[..., None]
-    outputs = apply_property_model(model, params, batch, positions, mesh)
-    pred = to_target_units(outputs["raw"], batch, stats, molecule_level)
-    t = pred.shape[-1]
+    """Property loss on standardized targets, optionally plus a force term and noisy nodes.
+
+    With `force_weight > 0` (MD17), target 0 is the energy and `batch.atom_targets` the
+    forces: loss = energy_weight * L(E) + force_weight * L(F = -dE/dR), both divided by
+    the energy std. Noisy nodes (`noise_weight > 0`) would move the atoms the reference
+    forces belong to, so the two exclude each other.
+    """
+    t = batch.targets.shape[-1]
+    common = dict(model=model, stats=stats, molecule_level=molecule_level, mesh=mesh)
+    metrics = {}
+    if force_weight > 0:
+        if noise_weight > 0:
+            raise ValueError("noisy nodes (loss.noise_weight) cannot train with forces")
+        pred, forces, outputs = energy_and_forces(params, batch, batch.positions, **common)
+        metrics["force_loss"] = losses.force_loss(
+            (forces / stats.std[0]).reshape(-1, 3),
+            (batch.atom_targets / stats.std[0]).reshape(-1, 3),
+            mask=batch.atom_mask.reshape(-1),
+            kind=loss_kind,
+        )
+    else:
+        positions = batch.positions
+        if noise_weight > 0:
+            noise = noise_sigma * jax.random.normal(key, positions.shape)  # [S, N, 3] Å
+            positions = positions + noise * batch.atom_mask[..., None]
+        outputs = apply_property_model(model, params, batch, positions, mesh)
+        pred = to_target_units(outputs["raw"], batch, stats, molecule_level)
     # Standardized units weigh every target equally whatever its unit.
-    prop = losses.property_loss(
+    metrics["property_loss"] = losses.property_loss(
         (pred / stats.std).reshape(-1, t),
         (batch.targets / stats.std).reshape(-1, t),
         mask=batch.graph_mask.reshape(-1),
         kind=loss_kind,
     )
-    metrics = {"property_loss": prop}
-    total = prop
-    if noise is not None:
-        den = losses.denoising_loss(
+    total = energy_weight * metrics["property_loss"]
+    if force_weight > 0:
+        total = total + force_weight * metrics["force_loss"]
+    if noise_weight > 0:
+        metrics["denoising_loss"] = losses.denoising_loss(
             outputs["noise"].reshape(-1, 3),
             (noise / noise_sigma).reshape(-1, 3),
             mask=batch.atom_mask.reshape(-1),
         )
-        metrics["denoising_loss"] = den
-        total = total + noise_weight * den
+        total = total + noise_weight * metrics["denoising_loss"]
     metrics["loss"] = total
     return total, metrics
 

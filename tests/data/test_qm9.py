@@ -173,8 +173,9 @@ def test_standard_split(dataset):
     assert not (set(train) & set(valid) or set(train) & set(test) or set(valid) & set(test))
 
 
-def _data_config(n_train, n_valid, n_test, seed=0):
+def _data_config(n_train, n_valid, n_test, seed=0, source="qm9"):
     config = ml_collections.ConfigDict()
+    config.source = source
     config.split_seed = seed
     config.n_train, config.n_valid, config.n_test = n_train, n_valid, n_test
     return config
@@ -199,10 +200,11 @@ def test_split_dataset_prefixes_of_the_full_split(dataset):
 
 
 def test_split_dataset_small_source_and_empty_split(qm9_sample):
-    parts = pipeline.split_dataset(qm9_sample, _data_config(-1, -1, -1))
+    sdf = dict(source="sdf:molecules.sdf")
+    parts = pipeline.split_dataset(qm9_sample, _data_config(-1, -1, -1, **sdf))
     assert [len(parts[s]) for s in pipeline.SPLITS] == [167, 15, 18]  # 110:10:rest of 200
     with pytest.raises(DataError, match="the valid split is empty"):
-        pipeline.split_dataset(qm9_sample, _data_config(-1, 0, -1))
+        pipeline.split_dataset(qm9_sample, _data_config(-1, 0, -1, **sdf))
 
 
 def test_parse_targets():

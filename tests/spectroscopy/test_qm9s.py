@@ -9,12 +9,15 @@ coordinates. QM9S numbers are 0-based and are not QM9 indices.
 import dataclasses
 import zipfile
 
+import ml_collections
 import numpy as np
 import pandas as pd
 import pytest
 
 from molspectra_jax.data import qm9s
+from molspectra_jax.data.pretrain_data import load_spectra_set
 from molspectra_jax.data.qm9 import load_qm9
+from experiments import convert_qm9s
 from molspectra_jax.data.records import DataError
 
 
@@ -165,11 +168,25 @@ def test_wrong_grid_and_missing_spectra_file_are_named(release, tmp_path):
 
 
 def test_command_converts_and_reports(release, tmp_path, capsys):
-    from experiments import convert_qm9s
-
     assert convert_qm9s.main(["--release", str(release), "--out", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
     assert "5 molecules with all three spectra" in out
     assert "absent from uv_boraden.csv: 1 (QM9S numbers [3])" in out
     assert convert_qm9s.main(["--release", str(tmp_path / "nothing"), "--out", "x"]) == 1
     assert "nothing/uv_boraden.csv not found" in capsys.readouterr().err
+
+
+def test_pretraining_reads_the_converted_release_with_qm9_geometries(release, tmp_path, qm9):
+    qm9s.convert_qm9s(str(release), str(tmp_path / "c"))
+    config = ml_collections.ConfigDict(
+        dict(spectra=f"qm9s:{tmp_path / 'c'}", cache_dir="", geometry="qm9")
+    )
+    molecules, spectra = load_spectra_set(config)
+    assert molecules.ids.tolist() == [1, 2, 5, 1000, 133885]  # QM9S 0, 1, 2, 4, 5
+    assert spectra["ir"][:, 0].tolist() == [0.0, 1000.0, 2000.0, 4000.0, 5000.0]
+    assert spectra["uv"].shape == (5, 701) and spectra["raman"].dtype == np.float32
+    for row, qm9_id in enumerate(molecules.ids):
+        z, pos = molecules.molecule(row)
+        z_ref, pos_ref = qm9.molecule(int(np.searchsorted(qm9.ids, qm9_id)))
+        np.testing.assert_array_equal(z, z_ref)
+        np.testing.assert_array_equal(pos, pos_ref)

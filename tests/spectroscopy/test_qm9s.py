@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from experiments import convert_qm9s
 from molspectra_jax.data import qm9s
 from molspectra_jax.data.pretrain_data import load_spectra_set
 from molspectra_jax.data.qm9 import load_qm9
-from experiments import convert_qm9s
 from molspectra_jax.data.records import DataError
 
 

@@ -69,8 +69,9 @@ def write_molecule_files(release, qm9, qm9s_to_qm9, layout):
 QM9S_TO_QM9 = {0: 1, 1: 2, 2: 5, 3: 27, 4: 1000, 5: 133885}
 
 
-@pytest.fixture(params=["zip", "folder"])
+@pytest.fixture
 def release(request, tmp_path, qm9):
+    """The release in `tmp_path`; molecule files zipped unless parametrized "folder"."""
     ids = np.arange(7)
     orders = {
         "ir": ids,
@@ -82,11 +83,13 @@ def release(request, tmp_path, qm9):
         write_release_csv(
             tmp_path / qm9s.FILES[kind], grid, order, fake_spectra(order, len(grid), kind)
         )
-    write_molecule_files(tmp_path, qm9, QM9S_TO_QM9, request.param)
+    write_molecule_files(tmp_path, qm9, QM9S_TO_QM9, getattr(request, "param", "zip"))
     return tmp_path
 
 
-@pytest.mark.parametrize("chunk_rows", [2, 1000])
+@pytest.mark.parametrize(
+    "release, chunk_rows", [("zip", 2), ("folder", 1000)], indirect=["release"]
+)
 def test_convert_joins_by_id_and_reports_the_gap(release, tmp_path, chunk_rows):
     out = tmp_path / f"converted{chunk_rows}"
     report = qm9s.convert_qm9s(str(release), str(out), chunk_rows=chunk_rows)

@@ -201,6 +201,8 @@ class BatchIterator:
         process_index: int = 0,
         process_count: int = 1,
     ):
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"process_index {process_index} not in [0, {process_count})")
         if budget.n_shards % process_count:
             raise ValueError(f"{budget.n_shards} shards don't split over {process_count} processes")
         self.dataset, self.edges, self.budget = dataset, edges, budget

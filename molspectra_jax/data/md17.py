@@ -39,10 +39,9 @@ def load_md17(path: str) -> MoleculeDataset:
     if missing:
         raise DataError(f"{path}: arrays {missing} missing (has {sorted(present)}); "
                         "expected the sGDML layout R, E, F, z")  # fmt: skip
-    z, r, f_ = arrays["z"].astype(np.int32), arrays["R"], arrays["F"]
-    energy = arrays["E"].reshape(len(r), -1) if len(r) else arrays["E"].reshape(0, 1)
+    z, r, f_, energy = arrays["z"].astype(np.int32), arrays["R"], arrays["F"], arrays["E"]
     n = len(z)
-    if r.ndim != 3 or r.shape[1:] != (n, 3) or f_.shape != r.shape or energy.shape != (len(r), 1):
+    if r.ndim != 3 or r.shape[1:] != (n, 3) or f_.shape != r.shape or energy.size != len(r):
         raise DataError(f"{path}: shapes R {r.shape}, F {f_.shape}, E {arrays['E'].shape} do "
                         f"not fit {n} atoms (z) per frame")  # fmt: skip
     if len(r) == 0:
@@ -55,7 +54,7 @@ def load_md17(path: str) -> MoleculeDataset:
         atomic_numbers=np.tile(z, m),
         positions=r.reshape(-1, 3).astype(np.float32),
         offsets=np.arange(m + 1, dtype=np.int64) * n,
-        targets=energy.astype(np.float64),
+        targets=energy.reshape(m, 1).astype(np.float64),
         target_names=TARGETS,
         atom_targets=f_.reshape(-1, 3).astype(np.float32),
     )

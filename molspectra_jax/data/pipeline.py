@@ -56,8 +56,8 @@ def split_dataset(dataset: MoleculeDataset, config) -> dict[str, MoleculeDataset
     elif config.source.split(":")[0] == "md17":
         sizes = (config.n_train, config.n_valid)
         if min(sizes) < 1 or sum(sizes) >= len(dataset):
-            raise DataError(f"{config.source}: n_train={sizes[0]}, n_valid={sizes[1]} do not "
-                            f"leave test frames of {len(dataset)}")  # fmt: skip
+            raise DataError(f"{config.source}: MD17 needs n_train, n_valid >= 1 (e.g. 950, 50) "
+                            f"leaving test frames of {len(dataset)}; got {sizes}")  # fmt: skip
     else:
         sizes = _scaled_sizes(len(dataset))
     parts = dict(zip(SPLITS, split_indices(len(dataset), sizes, config.split_seed), strict=True))

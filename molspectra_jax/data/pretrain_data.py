@@ -2,7 +2,7 @@
 
 Stage 1 (denoising only) needs geometries: QM9's, or any SDF (e.g. PCQM4Mv2's
 `pcqm4m-v2-train.sdf`, heavy atoms only: hydrogens are placed by RDKit). Stage 2 needs
-spectra on the QM9S grids joined by molecule id with geometries:
+spectra on the QM9S grids, joined with geometries by QM9 index:
 - "embedded": the spectra this package ships (computed by `molspectra_jax.spectroscopy`
   for a seeded QM9 subset), broadened onto the grids here;
 - a folder written by `experiments.generate_spectra` (same format);

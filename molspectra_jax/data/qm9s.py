@@ -16,6 +16,7 @@ molecules missing from any file are left out and listed in the conversion report
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -89,21 +90,31 @@ def parse_molecule_header(lines: list[str], name: str) -> tuple[int, int, str, i
         if s >= 2 and s + 1 < len(fields) and all(_is_number(fields[i]) for i in around):
             qm9s_id, qm9_id, n_atoms = (int(float(fields[i])) for i in around)
             return qm9s_id, qm9_id, fields[s], n_atoms
-        break
     raise DataError(f"{name}: no 'QM9S number, QM9 number, SMILES, atoms' line at the top")
 
 
 def _molecule_files(path: str) -> Iterator[tuple[str, list[str]]]:
     """(name, first two lines) of every `.csv` in a folder or zip, in name order."""
-    if zipfile.is_zipfile(path):
+    if os.path.isfile(path):
+        if not zipfile.is_zipfile(path):
+            raise DataError(f"{path}: not a readable zip archive")
         with zipfile.ZipFile(path) as archive:
-            for name in sorted(n for n in archive.namelist() if n.endswith(".csv")):
-                with io.TextIOWrapper(archive.open(name), encoding="utf-8") as f:
-                    yield f"{path}:{name}", [f.readline(), f.readline()]
+            names = archive.namelist()
+            for name in sorted(n for n in names if n.endswith(".csv") and "__MACOSX" not in n):
+                yield f"{path}:{name}", _first_lines(archive.open, name, f"{path}:{name}")
         return
     for name in sorted(n for n in os.listdir(path) if n.endswith(".csv")):
-        with open(os.path.join(path, name), encoding="utf-8") as f:
-            yield os.path.join(path, name), [f.readline(), f.readline()]
+        full = os.path.join(path, name)
+        yield full, _first_lines(functools.partial(open, mode="rb"), full, full)
+
+
+def _first_lines(open_binary, member: str, name: str) -> list[str]:
+    """First two lines of `open_binary(member)` as UTF-8; errors name the file."""
+    try:
+        with io.TextIOWrapper(open_binary(member), encoding="utf-8") as f:
+            return [f.readline(), f.readline()]
+    except (OSError, UnicodeDecodeError, zipfile.BadZipFile) as e:
+        raise DataError(f"{name}: unreadable ({type(e).__name__}: {e})") from None
 
 
 def read_molecule_table(path: str, progress: bool = False) -> MoleculeTable:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from molspectra_jax.data import pipeline
-from molspectra_jax.data.statistics import fit_atomref, target_statistics
+from molspectra_jax.data.statistics import fit_atomref, target_offsets, target_statistics
 from molspectra_jax.models import build_encoder
 from molspectra_jax.models.property_model import PropertyModel, TargetStats
 from molspectra_jax.train import sharding
@@ -95,7 +95,12 @@ def format_table(names, units: dict[str, str], rows: dict[str, np.ndarray]) -> s
 
 @dataclasses.dataclass
 class FinetuneSetup:
-    """Everything a fine-tuning run (or a benchmark of it) needs, built from a config."""
+    """Everything a fine-tuning run (or a benchmark of it) needs, built from a config.
+
+    `splits` hold the targets as loaded; the iterators' batches hold them minus
+    `target_offsets` (mean + atomref sum, float64 on the host), and `predict_fn` returns
+    predictions minus the same offsets. `stats` are the full statistics (checkpointed).
+    """
 
     targets: tuple[str, ...]
     metrics: tuple[str, ...]  # targets, then "forces" when trained on forces
@@ -129,17 +134,27 @@ def setup(config, mesh) -> FinetuneSetup:
     splits = pipeline.split_dataset(dataset, config.data)
     for name, part in splits.items():
         pipeline.validate(part, f"{config.data.source}:{name}", config.data.elements, None)
-    iterators, budgets = pipeline.make_iterators(
-        splits, config.data, config.model.cutoff, n_shards, jax.process_index(), jax.process_count()
-    )
-    print("molecules: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-    print(f"train budget per shard: {budgets['train']}")
-
     use_atomref = [t in config.heads.atomref for t in targets]
     atomref = fit_atomref(splits["train"], targets, use_atomref, config.model.max_z)
     mean, std = target_statistics(splits["train"], targets, atomref)
     stats = TargetStats(*(jnp.asarray(a, jnp.float32) for a in (mean, std, atomref)))
     model, molecule_level = build_model(config, targets)
+    # The device sees targets minus their float64 offsets (mean + atomref sum), and the
+    # model predicts the same residuals: errors are unchanged, float32 precision is not.
+    residuals = {
+        name: dataclasses.replace(
+            part, targets=part.targets - target_offsets(part, mean, atomref, molecule_level)
+        )
+        for name, part in splits.items()
+    }
+    device_stats = stats._replace(mean=jnp.zeros_like(stats.mean),
+                                  atomref=jnp.zeros_like(stats.atomref))  # fmt: skip
+    iterators, budgets = pipeline.make_iterators(
+        residuals, config.data, config.model.cutoff, n_shards,
+        jax.process_index(), jax.process_count(),
+    )  # fmt: skip
+    print("molecules: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    print(f"train budget per shard: {budgets['train']}")
 
     key = jax.random.PRNGKey(config.seed)
     params = init_params(model, next(iterators["train"]), key)
@@ -148,7 +163,7 @@ def setup(config, mesh) -> FinetuneSetup:
     state = TrainState.create(params, tx, jax.random.fold_in(key, 1))
     print(f"parameters: {sum(x.size for x in jax.tree.leaves(params)):,}")
 
-    common = dict(model=model, stats=stats, molecule_level=molecule_level, mesh=mesh)
+    common = dict(model=model, stats=device_stats, molecule_level=molecule_level, mesh=mesh)
     step = functools.partial(
         train_step,
         loss_kind=config.loss.kind,

@@ -84,9 +84,8 @@ def predict(
     mesh: Mesh,
     forces: bool = False,
 ) -> dict[str, jax.Array]:
-    """{"properties": [S, G, T] in target units, "forces": [S, N, 3] if `forces`}.
-
-    Padding graphs and atoms hold garbage; mask them.
+    """{"properties": [S, G, T] in target units (less the mean/atomref `stats` leave out),
+    "forces": [S, N, 3] if `forces`}. Padding graphs hold garbage; padding atoms no force.
     """
     if forces:
         pred, f, _ = energy_and_forces(params, batch, batch.positions, model=model, stats=stats,

@@ -229,6 +229,8 @@ def test_processes_take_disjoint_parts_of_the_global_batch(qm9_sample, edges, sh
             spectra = {k: v[mine] for k, v in want.spectra.items()}
             assert_same_batch(batch, want._replace(**fields, spectra=spectra))
         assert parts[0].state() == parts[1].state() == whole.state()
+    with pytest.raises(ValueError, match=r"process_index 2 not in \[0, 2\)"):
+        BatchIterator(qm9_sample, edges, budget, process_index=2, process_count=2)
     with pytest.raises(ValueError, match="3 shards don't split over 2 processes"):
         BatchIterator(qm9_sample, edges, Budget(3, 9, 200, 3000), process_count=2)
 

@@ -41,7 +41,7 @@ def test_md17_split_is_950_50_rest_and_seeded(raw):
     with pytest.raises(ValueError, match=r"unknown target\(s\) \['gap'\]"):
         pipeline.parse_targets("gap", "md17:aspirin.npz")
     config.n_train = 1990
-    with pytest.raises(DataError, match="do not leave test frames of 2000"):
+    with pytest.raises(DataError, match="leaving test frames of 2000; got"):
         pipeline.split_dataset(pipeline.load_source(config), config)
 
 
@@ -54,6 +54,10 @@ def test_broken_files_are_named(raw, tmp_path):
     np.savez(shapes, R=raw["R"][:3, :8], E=raw["E"][:3], F=raw["F"][:3], z=raw["z"])
     with pytest.raises(DataError, match="shapes.npz: shapes R .* do not fit 9 atoms"):
         md17.load_md17(str(shapes))
+    energies = tmp_path / "energies.npz"
+    np.savez(energies, R=raw["R"][:3], E=raw["E"][:2], F=raw["F"][:3], z=raw["z"])
+    with pytest.raises(DataError, match=r"energies.npz: shapes .* E \(2, 1\)"):
+        md17.load_md17(str(energies))
     nan = tmp_path / "nan.npz"
     forces = raw["F"][:3].copy()
     forces[1, 2, 0] = np.nan

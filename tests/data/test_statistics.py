@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from molspectra_jax.data.qm9 import HARTREE_TO_MEV
-from molspectra_jax.data.statistics import composition_matrix, fit_atomref, target_statistics
+from molspectra_jax.data.statistics import (
+    composition_matrix,
+    fit_atomref,
+    target_offsets,
+    target_statistics,
+)
 
 MAX_Z = 10
 # Roughly B3LYP free-atom energies (Ha) of H C N O F: the size of QM9's atomrefs.
@@ -91,3 +96,19 @@ def test_real_qm9_u0_atomref_removes_most_variance(qm9_sample):
     for z in (1, 6):
         below = ATOM_ENERGY[z] - atomref[z, 0] / HARTREE_TO_MEV
         assert 0.0 < below < 0.3, (z, below)
+
+
+def test_offsets_leave_float32_residuals_of_order_std(qm9_sample):
+    """Host offsets: the device sees U0 - (mean + atomref sum), not U0 itself."""
+    data = qm9_sample.select_targets(["u0", "mu"])
+    atomref = fit_atomref(data, ["u0", "mu"], [True, False], MAX_Z)
+    mean, std = target_statistics(data, ["u0", "mu"], atomref)
+    offsets = target_offsets(data, mean, atomref, [False, True])  # mu: a norm head
+    residual = data.targets - offsets
+    np.testing.assert_allclose(offsets[:, 1], 0.0)
+    assert np.abs(residual[:, 0].mean()) < 1e-6 * np.abs(data.targets[:, 0]).mean()
+    assert np.abs(residual[:, 0]).max() < 10 * std[0]
+    # float32 rounding: ~1 meV on absolute U0 (~ -1e7 meV), far below that on residuals.
+    absolute_error = np.abs(data.targets[:, 0].astype(np.float32) - data.targets[:, 0]).max()
+    residual_error = np.abs(residual[:, 0].astype(np.float32) - residual[:, 0]).max()
+    assert absolute_error > 0.1 and residual_error < 1e-3

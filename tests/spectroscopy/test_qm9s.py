@@ -140,6 +140,7 @@ def test_molecule_files_numbered_differently_from_qm9_are_refused(tmp_path, qm9)
         [",0,1,2,3\n", "0,17,18,CC#N,6\n"],  # pandas header + index column
         ["17,18,CC#N,6\n", "-1100.2\n"],  # bare line 0
         ["17,18,CC#N,6,,,,\n", ""],  # padded with empty fields
+        [",number,qm9,smiles,atoms\n", "0,17,18,CC#N,6\n"],  # a header with names
     ],
 )
 def test_molecule_header_layouts(lines):
@@ -154,6 +155,10 @@ def test_bad_molecule_file_and_missing_files_are_named(release, tmp_path):
     for kind in qm9s.KINDS:
         (bare / qm9s.FILES[kind]).write_text((release / qm9s.FILES[kind]).read_text())
     with pytest.raises(FileNotFoundError, match="neither qm9s_csv.zip nor qm9s_csv found"):
+        qm9s.convert_qm9s(str(bare), str(tmp_path / "out"))
+    archive = (release / "qm9s_csv.zip").read_bytes()
+    (bare / "qm9s_csv.zip").write_bytes(archive[: len(archive) // 2])  # a cut download
+    with pytest.raises(DataError, match="qm9s_csv.zip: not a readable zip archive"):
         qm9s.convert_qm9s(str(bare), str(tmp_path / "out"))
 
 

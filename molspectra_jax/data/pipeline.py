@@ -19,16 +19,20 @@ def load_source(config) -> MoleculeDataset:
         return load_qm9(config.cache_dir or None)
     if config.source == "md17":
         return md17.load_md17(md17.shipped_md17_path())
-    if config.source.startswith("md17:"):
+    if _is_md17(config.source):
         return md17.load_md17(config.source[5:])
     raise ValueError(
         f"unknown data source {config.source!r}; use 'qm9', 'md17' or 'md17:<file.npz>'"
     )
 
 
+def _is_md17(source: str) -> bool:
+    return source.split(":")[0] == "md17"
+
+
 def source_targets(source: str) -> tuple[tuple[str, ...], dict[str, str]]:
     """(target names, units of targets and forces) of a data source."""
-    if source.split(":")[0] == "md17":
+    if _is_md17(source):
         return md17.TARGETS, md17.UNITS
     return TARGET_NAMES, TARGET_UNITS
 
@@ -53,7 +57,7 @@ def split_dataset(dataset: MoleculeDataset, config) -> dict[str, MoleculeDataset
     """
     if config.source == "qm9":
         sizes = QM9_SPLIT_SIZES
-    elif config.source.split(":")[0] == "md17":
+    elif _is_md17(config.source):
         sizes = (config.n_train, config.n_valid)
         if min(sizes) < 1 or sum(sizes) >= len(dataset):
             raise DataError(f"{config.source}: MD17 needs n_train, n_valid >= 1 (e.g. 950, 50) "

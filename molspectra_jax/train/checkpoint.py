@@ -14,7 +14,8 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from molspectra_jax.train import sharding
 
 
 class CheckpointError(RuntimeError):
@@ -91,10 +92,8 @@ def read_checkpoint_arrays(directory: str, step: int | None = None) -> tuple[dic
     """
     mgr = _manager(directory, 1)
     try:
-        step = mgr.latest_step() if step is None else step
-        if step is None:
-            raise CheckpointError(f"no checkpoint in {mgr.directory}")
-        replicated = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), PartitionSpec())
+        step = _resolve_step(mgr, step)
+        replicated = sharding.replicated(sharding.make_mesh())
         try:
             metadata = mgr.item_metadata(step)["arrays"]
             template = jax.tree.map(
@@ -114,12 +113,18 @@ def read_checkpoint_arrays(directory: str, step: int | None = None) -> tuple[dic
 
 def _restore(mgr: ocp.CheckpointManager, step: int | None, **items):
     """Restore `items` of `step` (default newest); every failure names folder and step."""
-    step = mgr.latest_step() if step is None else step
-    if step is None:
-        raise CheckpointError(f"no checkpoint in {mgr.directory}")
+    step = _resolve_step(mgr, step)
     try:
         return mgr.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # orbax raises many types; name the folder and the cause
         raise CheckpointError(
             f"cannot restore checkpoint {mgr.directory}/{step}: {type(e).__name__}: {e}"
         ) from e
+
+
+def _resolve_step(mgr: ocp.CheckpointManager, step: int | None) -> int:
+    """`step`, or the newest one; CheckpointError naming the folder if there is none."""
+    step = mgr.latest_step() if step is None else step
+    if step is None:
+        raise CheckpointError(f"no checkpoint in {mgr.directory}")
+    return step

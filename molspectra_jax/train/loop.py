@@ -61,8 +61,7 @@ def fit(
         best = float(data_state["best"])
         print(f"resumed from step {int(state.step)} (epoch {data_state['epoch']})")
     elif init_fn is not None:
-        state = init_fn(state)
-    state = sharding.replicate(state, mesh)  # see sharding.jit_step
+        state = sharding.replicate(init_fn(state), mesh)  # see sharding.jit_step
 
     writer = MetricWriter(workdir)
     if jax.process_index() == 0:

@@ -25,3 +25,11 @@ def qm9_sample():
 
     dataset = load_qm9(verbose=False)
     return dataset.subset(np.random.default_rng(0).choice(len(dataset), 200, replace=False))
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--regenerate-goldens",
+        action="store_true",
+        help="rewrite tests/goldens/*.npz from the current code instead of comparing",
+    )

@@ -13,7 +13,8 @@ import json
 import os
 import sys
 
-from molspectra_jax.spectroscopy import generate, sources
+from molspectra_jax.data import sources
+from molspectra_jax.spectroscopy import generate
 
 
 def parse_args(argv=None):

@@ -9,7 +9,8 @@ import sys
 
 import numpy as np
 
-from molspectra_jax.spectroscopy import embedded, sources, store, validation
+from molspectra_jax.data import sources
+from molspectra_jax.spectroscopy import embedded, store, validation
 
 
 def main(argv=None) -> int:

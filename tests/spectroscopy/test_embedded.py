@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from molspectra_jax.spectroscopy import electronic, embedded, sources, store, vibrational
+from molspectra_jax.data import sources
+from molspectra_jax.spectroscopy import electronic, embedded, store, vibrational
 
 
 @pytest.fixture(scope="module")

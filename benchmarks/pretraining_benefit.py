@@ -15,8 +15,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from configs import finetune_qm9, pretrain_qm9s
-from molspectra_jax.train.finetune import train_and_evaluate
-from molspectra_jax.train.pretrain import train
+from molspectra_jax.train import finetune, pretrain
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/compare", "Run folder.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Fine-tuning seeds.")
@@ -43,8 +42,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     root = _WORKDIR.value
     stage1, stage2 = os.path.join(root, "stage1"), os.path.join(root, "stage2")
-    train(_pretrain_config(1, _STAGE1.value), stage1)
-    train(_pretrain_config(2, _STAGE2.value, stage1), stage2)
+    pretrain.train_and_evaluate(_pretrain_config(1, _STAGE1.value), stage1)
+    pretrain.train_and_evaluate(_pretrain_config(2, _STAGE2.value, stage1), stage2)
     results = {}
     for seed in _SEEDS.value:  # seeds outer: an interrupted run still has complete pairs
         for init, path in (("scratch", ""), ("denoising", stage1), ("full", stage2)):
@@ -56,7 +55,7 @@ def main(argv):
             c.train.update(num_steps=_FINETUNE.value, eval_every=_FINETUNE.value // 5,
                            checkpoint_every=_FINETUNE.value, progress_bar=False)  # fmt: skip
             c.optim.warmup_steps = _FINETUNE.value // 10
-            out = train_and_evaluate(c, os.path.join(root, f"{init}_seed{seed}"))
+            out = finetune.train_and_evaluate(c, os.path.join(root, f"{init}_seed{seed}"))
             results.setdefault(init, []).append(out["test_mae"][_TARGET.value])
             summary = {k: {"mae": v, "mean": float(np.mean(v)), "std": float(np.std(v))}
                        for k, v in results.items()}  # fmt: skip

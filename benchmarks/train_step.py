@@ -10,7 +10,6 @@ host batch assembly (batches are built before the clock starts); report ratios f
 run on one machine.
 """
 
-import functools
 import json
 import platform
 import time
@@ -21,12 +20,7 @@ from absl import app, flags, logging
 
 from configs import finetune_qm9, pretrain_qm9s
 from molspectra_jax.data.batching import padding_fraction
-from molspectra_jax.models import build_encoder
-from molspectra_jax.models.pretrain_model import PretrainModel
-from molspectra_jax.models.specformer import build_specformer
-from molspectra_jax.train import pretrain, sharding
-from molspectra_jax.train.finetune import setup
-from molspectra_jax.train.pretrain_step import pretrain_step
+from molspectra_jax.train import finetune, pretrain, sharding
 
 _CONFIGS = flags.DEFINE_list("configs", ["small", "paper"], "small and/or paper.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps after the compiling one.")
@@ -35,39 +29,25 @@ _OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
 _STEP = flags.DEFINE_enum("step", "finetune", ["finetune", "pretrain"], "Which train step.")
 
 
-def finetune_setup(name: str, batch_size: int, steps: int):
-    """(config, jitted step, fresh state, train iterator) of the fine-tuning step."""
-    config = finetune_qm9.get_config("cpu" if name == "small" else None)
+def build_run(step: str, name: str, batch_size: int, steps: int):
+    """(config, Run) of the fine-tuning or the stage-2 pre-training step, built by `setup`."""
+    task = pretrain if step == "pretrain" else finetune
+    base = pretrain_qm9s if step == "pretrain" else finetune_qm9
+    config = base.get_config("cpu" if name == "small" else None)
     if batch_size:
         config.data.batch_size = batch_size
-    config.data.n_train = config.data.batch_size * (steps + 2)
-    config.data.n_valid = config.data.n_test = 64
-    run = setup(config, sharding.make_mesh())
-    return config, run.step_fn, run.state, run.iterators["train"]
-
-
-def pretrain_setup(name: str, batch_size: int, steps: int):
-    """The same for the stage-2 pre-training step on the shipped spectra."""
-    config = pretrain_qm9s.get_config("cpu" if name == "small" else None)
-    if batch_size:
-        config.data.batch_size = batch_size
+    if step == "finetune":
+        config.data.n_train = config.data.batch_size * (steps + 2)
+        config.data.n_test = 64
     config.data.n_valid = 64
-    iterator, _ = pretrain.load_data(config)
-    model = PretrainModel(build_encoder(config.model))
-    specformer = build_specformer(config.specformer)
-    state = pretrain.init_state(config, model, specformer, next(iterator), jax.random.PRNGKey(0))
-    mesh = sharding.make_mesh()
-    step = functools.partial(pretrain_step, model=model, specformer=specformer,
-                             loss_config=config.loss, mesh=mesh)  # fmt: skip
-    return config, sharding.jit_step(step, mesh), state, iterator
+    return config, task.setup(config, sharding.make_mesh())
 
 
 def measure(name: str, steps: int, batch_size: int) -> dict:
-    build = pretrain_setup if _STEP.value == "pretrain" else finetune_setup
-    config, step_fn, state, iterator = build(name, batch_size, steps)
-    mesh = sharding.make_mesh()
-    state = jax.device_put(state, sharding.replicated(mesh))
-    host = [next(iterator) for _ in range(steps + 1)]
+    config, run = build_run(_STEP.value, name, batch_size, steps)
+    mesh, step_fn = run.mesh, run.step_fn
+    state = sharding.replicate(run.state, mesh)
+    host = [next(run.iterators["train"]) for _ in range(steps + 1)]
     batches = [sharding.global_batch(b, mesh) for b in host]
 
     t0 = time.perf_counter()
@@ -79,8 +59,8 @@ def measure(name: str, steps: int, batch_size: int) -> dict:
         state, metrics = step_fn(state, batch)
     jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - t0) / steps
-    molecules = np.mean([b.graph_mask.sum() for b in host[1:]])
-    atoms = np.mean([b.atom_mask.sum() for b in host[1:]])
+    molecules = np.mean([b.graph.graph_mask.sum() for b in host[1:]])
+    atoms = np.mean([b.graph.atom_mask.sum() for b in host[1:]])
     padding = {
         k: float(np.mean([padding_fraction(b)[k] for b in host])) for k in ("atoms", "edges")
     }

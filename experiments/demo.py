@@ -11,8 +11,7 @@ import os
 from absl import app, flags, logging
 
 from configs import demo
-from molspectra_jax.train.finetune import train_and_evaluate
-from molspectra_jax.train.pretrain import train
+from molspectra_jax.train import finetune, pretrain
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/demo", "Run folder (two sub-folders).")
 
@@ -22,10 +21,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     pretrain_dir = os.path.join(_WORKDIR.value, "pretrain")
-    train(demo.get_config("pretrain"), pretrain_dir)
+    pretrain.train_and_evaluate(demo.get_config("pretrain"), pretrain_dir)
     config = demo.get_config()
     config.init_from = pretrain_dir
-    train_and_evaluate(config, os.path.join(_WORKDIR.value, "finetune"))
+    finetune.train_and_evaluate(config, os.path.join(_WORKDIR.value, "finetune"))
 
 
 if __name__ == "__main__":

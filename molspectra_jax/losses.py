@@ -1,18 +1,18 @@
 """MolSpectra losses as pure JAX functions, importable without the rest of the package.
 
-Every loss is ``f(predictions, targets, *, mask=None, ...) -> scalar Array`` in the
-optax style: shapes are validated first (``ValueError`` naming both shapes), masks are
-boolean with ``True`` = real entry, and masked reductions average over real entries only.
-An all-masked input returns ``0.0`` with finite (zero) gradients: the divisions use the
-double-``where`` safe divide, so padded batches never produce NaN/Inf, not even in the
-backward pass. All functions work under ``jit``, ``vmap``, ``grad`` and sharding (no
+Every loss is `f(predictions, targets, *, mask=None, ...) -> scalar Array` in the
+optax style: shapes are validated first (`ValueError` naming both shapes), masks are
+boolean with `True` = real entry, and masked reductions average over real entries only.
+An all-masked input returns `0.0` with finite (zero) gradients: the divisions use the
+double-`where` safe divide, so padded batches never produce NaN/Inf, not even in the
+backward pass. All functions work under `jit`, `vmap`, `grad` and sharding (no
 host round-trips, no data-dependent shapes).
 
 Reference: Wang et al., "MolSpectra: Pre-training 3D Molecular Representation with
 Multi-modal Energy Spectra", ICLR 2025 (official code built on torchmd-net, whose
-``mse_loss`` / ``l1_loss`` are means over all elements; we reproduce that normalisation).
+`mse_loss` / `l1_loss` are means over all elements; we reproduce that normalisation).
 
-This module must import only ``jax`` (tests check it in a fresh interpreter), so that
+This module must import only `jax` (tests check it in a fresh interpreter), so that
 other JAX projects can vendor it alone.
 """
 
@@ -31,6 +31,7 @@ _NEG_LARGE = -1e9
 __all__ = [
     "denoising_loss",
     "energy_force_loss",
+    "energy_force_loss_and_terms",
     "force_loss",
     "info_nce_loss",
     "info_nce_loss_and_accuracy",
@@ -59,9 +60,9 @@ def _check_mask(mask: Array | None, shape: tuple[int, ...], name: str, of: str) 
 
 
 def _safe_divide(numerator: Array, denominator: Array) -> Array:
-    """``numerator / denominator``, and 0 where ``denominator == 0`` with zero gradients.
+    """`numerator / denominator`, and 0 where `denominator == 0` with zero gradients.
 
-    The inner ``where`` keeps the untaken branch of the outer one finite: otherwise its
+    The inner `where` keeps the untaken branch of the outer one finite: otherwise its
     NaN cotangent (0 * inf) would leak into the gradient (mace-jax does the same).
     """
     is_zero = denominator == 0
@@ -70,7 +71,7 @@ def _safe_divide(numerator: Array, denominator: Array) -> Array:
 
 
 def _masked_mean(values: Array, mask: Array | None) -> Array:
-    """Mean of ``values [M, ...]`` over the rows where ``mask [M]`` is True (all elements)."""
+    """Mean of `values [M, ...]` over the rows where `mask [M]` is True (all elements)."""
     if mask is None:
         return jnp.mean(values)
     row_mask = mask.reshape(mask.shape + (1,) * (values.ndim - mask.ndim))  # [M, 1, ...]
@@ -91,17 +92,17 @@ def _elementwise_error(predictions: Array, targets: Array, kind: str) -> Array:
 def denoising_loss(predicted_noise: Array, noise: Array, *, mask: Array | None = None) -> Array:
     """Coordinate-denoising MSE (Coord / torchmd-net pre-training objective).
 
-    The encoder sees ``positions + noise`` and predicts the standardised noise; the
-    caller passes ``noise / sigma`` as the target (exact standardisation for i.i.d.
-    Gaussian noise, which the official ``AccumulatedNormalization`` only estimates).
-    As torchmd-net's ``mse_loss``, this is the mean over all real scalar elements,
-    i.e. ``sum_{i real, c in xyz} (pred_ic - target_ic)^2 / (3 * n_real)``, not a
+    The encoder sees `positions + noise` and predicts the standardised noise; the
+    caller passes `noise / sigma` as the target (exact standardisation for i.i.d.
+    Gaussian noise, which the official `AccumulatedNormalization` only estimates).
+    As torchmd-net's `mse_loss`, this is the mean over all real scalar elements,
+    i.e. `sum_{i real, c in xyz} (pred_ic - target_ic)^2 / (3 * n_real)`, not a
     per-atom sum over xyz.
 
     Args:
-      predicted_noise: ``[N, 3]`` predicted standardised noise (dimensionless).
-      noise: ``[N, 3]`` target, ``noise / sigma`` (dimensionless).
-      mask: optional ``[N]`` bool, True for real atoms (padding atoms are ignored).
+      predicted_noise: `[N, 3]` predicted standardised noise (dimensionless).
+      noise: `[N, 3]` target, `noise / sigma` (dimensionless).
+      mask: optional `[N]` bool, True for real atoms (padding atoms are ignored).
 
     Returns:
       Scalar mean squared error; 0 if every atom is masked.
@@ -130,14 +131,14 @@ def masked_patch_reconstruction_loss(
     (a global mean, not a per-molecule one). With a fixed patch length this equals the
     mean over all values of the masked patches. Unmasked patches never contribute.
     Summing over the UV, IR and Raman spectra is the caller's job; see
-    :func:`multi_spectrum_reconstruction_loss`.
+    `multi_spectrum_reconstruction_loss`.
 
     Args:
-      reconstructed: ``[B, P, L]`` reconstruction-head output (normalised intensity units,
+      reconstructed: `[B, P, L]` reconstruction-head output (normalised intensity units,
         log10(1 + x) of the raw spectrum).
-      patches: ``[B, P, L]`` target patch values (same units), before masking.
-      patch_mask: ``[B, P]`` bool, True for masked patches (the ones to reconstruct).
-      mask: optional ``[B]`` bool, True for real molecules (padded molecules ignored).
+      patches: `[B, P, L]` target patch values (same units), before masking.
+      patch_mask: `[B, P]` bool, True for masked patches (the ones to reconstruct).
+      mask: optional `[B]` bool, True for real molecules (padded molecules ignored).
 
     Returns:
       Scalar MSE; 0 if no real molecule has a masked patch.
@@ -162,12 +163,12 @@ def multi_spectrum_reconstruction_loss(
     """MPR summed over spectra (MolSpectra: L_MPR = sum over UV, IR, Raman).
 
     Args:
-      reconstructed, patches: ``{name: [B, P_name, L_name]}``, same keys.
-      patch_mask: ``{name: [B, P_name]}`` bool, True = masked patch.
-      mask: optional ``[B]`` bool, True for real molecules.
+      reconstructed, patches: `{name: [B, P_name, L_name]}`, same keys.
+      patch_mask: `{name: [B, P_name]}` bool, True = masked patch.
+      mask: optional `[B]` bool, True for real molecules.
 
     Returns:
-      Scalar sum of :func:`masked_patch_reconstruction_loss` over the spectra.
+      Scalar sum of `masked_patch_reconstruction_loss` over the spectra.
     """
     if set(reconstructed) != set(patches) or set(reconstructed) != set(patch_mask):
         raise ValueError(
@@ -186,7 +187,7 @@ def multi_spectrum_reconstruction_loss(
 
 
 def _cosine_logits(a: Array, b: Array, temperature: float) -> Array:
-    """``cos(a_i, b_j) / temperature`` as ``[B, B]``, as ``torch.F.cosine_similarity``.
+    """`cos(a_i, b_j) / temperature` as `[B, B]`, as `torch.F.cosine_similarity`.
 
     Norms are clamped at 1e-8 (torch's eps) so that all-zero rows (e.g. the sum-pooled
     embedding of a padded, atom-less molecule) give 0 with finite gradients.
@@ -219,22 +220,22 @@ def info_nce_loss_and_accuracy(
 ) -> tuple[Array, Array]:
     """InfoNCE between molecules and their spectra, plus top-1 retrieval accuracy.
 
-    ``logits_ij = cos(molecule_i, spectrum_j) / temperature``; molecule i's positive is
+    `logits_ij = cos(molecule_i, spectrum_j) / temperature`; molecule i's positive is
     spectrum i and the other spectra of the batch are its negatives (MolSpectra, Eq. 6,
-    molecule -> spectrum direction as the official ``ctr_loss_fn``). ``symmetric=True``
+    molecule -> spectrum direction as the official `ctr_loss_fn`). `symmetric=True`
     averages that with the spectrum -> molecule direction (CLIP-style). Under sharding,
     pass the global batch: the negatives then span all devices.
 
     Args:
-      molecule_embedding: ``[B, D]`` 3D-encoder embedding (sum-pooled atom scalars).
-      spectrum_embedding: ``[B, D]`` SpecFormer embedding.
+      molecule_embedding: `[B, D]` 3D-encoder embedding (sum-pooled atom scalars).
+      spectrum_embedding: `[B, D]` SpecFormer embedding.
       temperature: softmax temperature (paper: 0.07).
       symmetric: average both directions instead of molecule -> spectrum only.
-      mask: optional ``[B]`` bool, True for real molecules; padded rows are excluded
+      mask: optional `[B]` bool, True for real molecules; padded rows are excluded
         both as anchors and as negatives.
 
     Returns:
-      ``(loss, accuracy)``: scalar mean cross-entropy over real anchors, and the fraction
+      `(loss, accuracy)`: scalar mean cross-entropy over real anchors, and the fraction
       of real anchors whose most similar real candidate is their own partner (averaged
       over both directions if symmetric). Both are 0 if all rows are masked.
     """
@@ -260,7 +261,7 @@ def info_nce_loss(
     symmetric: bool = False,
     mask: Array | None = None,
 ) -> Array:
-    """Scalar InfoNCE loss; see :func:`info_nce_loss_and_accuracy` for arguments."""
+    """Scalar InfoNCE loss; see `info_nce_loss_and_accuracy` for arguments."""
     return info_nce_loss_and_accuracy(
         molecule_embedding,
         spectrum_embedding,
@@ -279,14 +280,14 @@ def property_loss(
 ) -> Array:
     """Per-molecule property regression loss (fine-tuning, e.g. QM9 targets).
 
-    torchmd-net fine-tunes with ``mse_loss`` (and reports ``l1_loss``, the MAE); both are
+    torchmd-net fine-tunes with `mse_loss` (and reports `l1_loss`, the MAE); both are
     means over all real elements. Targets are usually standardised by the caller.
 
     Args:
-      predictions: ``[G, T]`` (or ``[G]``) predicted properties, in target units.
-      targets: same shape as ``predictions``.
-      mask: optional ``[G]`` bool, True for real molecules (padding graphs ignored).
-      kind: ``"mse"`` (mean squared error) or ``"l1"`` (mean absolute error).
+      predictions: `[G, T]` (or `[G]`) predicted properties, in target units.
+      targets: same shape as `predictions`.
+      mask: optional `[G]` bool, True for real molecules (padding graphs ignored).
+      kind: `"mse"` (mean squared error) or `"l1"` (mean absolute error).
 
     Returns:
       Scalar loss; 0 if every molecule is masked.
@@ -305,13 +306,13 @@ def force_loss(
     mask: Array | None = None,
     kind: Literal["mse", "l1"] = "mse",
 ) -> Array:
-    """Force loss, mean over real atoms and xyz (torchmd-net ``loss_fn(deriv, dy)``).
+    """Force loss, mean over real atoms and xyz (torchmd-net `loss_fn(deriv, dy)`).
 
     Args:
-      forces_pred: ``[N, 3]`` predicted forces (-dE/dpos), e.g. kcal/mol/Å.
-      forces: ``[N, 3]`` reference forces, same units.
-      mask: optional ``[N]`` bool, True for real atoms.
-      kind: ``"mse"`` or ``"l1"``.
+      forces_pred: `[N, 3]` predicted forces (-dE/dpos), e.g. kcal/mol/Å.
+      forces: `[N, 3]` reference forces, same units.
+      mask: optional `[N]` bool, True for real atoms.
+      kind: `"mse"` or `"l1"`.
     """
     _check_same_shape(forces_pred, forces, "forces_pred", "forces")
     if forces_pred.ndim != 2 or forces_pred.shape[-1] != 3:
@@ -320,7 +321,7 @@ def force_loss(
     return _masked_mean(_elementwise_error(forces_pred, forces, kind), mask)
 
 
-def energy_force_loss(
+def energy_force_loss_and_terms(
     energy_pred: Array,
     energy: Array,
     forces_pred: Array,
@@ -331,22 +332,30 @@ def energy_force_loss(
     energy_weight: float = 0.2,
     force_weight: float = 0.8,
     kind: Literal["mse", "l1"] = "mse",
-) -> Array:
-    """``energy_weight * L(E) + force_weight * L(F)`` (MD17 setting: 0.2 / 0.8).
+) -> tuple[Array, dict[str, Array]]:
+    """`energy_weight * L(E) + force_weight * L(F)` (MD17 setting: 0.2 / 0.8) and its terms.
 
     Args:
-      energy_pred: ``[G]`` (or ``[G, 1]``) predicted energies, e.g. kcal/mol.
+      energy_pred: `[G]` (or `[G, 1]`) predicted energies, e.g. kcal/mol.
       energy: same shape, reference energies.
-      forces_pred: ``[N, 3]`` predicted forces, e.g. kcal/mol/Å.
-      forces: ``[N, 3]`` reference forces.
-      graph_mask: optional ``[G]`` bool, True for real molecules.
-      atom_mask: optional ``[N]`` bool, True for real atoms.
+      forces_pred: `[N, 3]` predicted forces, e.g. kcal/mol/Å.
+      forces: `[N, 3]` reference forces.
+      graph_mask: optional `[G]` bool, True for real molecules.
+      atom_mask: optional `[N]` bool, True for real atoms.
       energy_weight, force_weight: loss weights (paper MD17: 0.2 and 0.8).
-      kind: ``"mse"`` or ``"l1"``, used for both terms.
+      kind: `"mse"` or `"l1"`, used for both terms.
 
     Returns:
-      Scalar weighted loss; each term is 0 when all of its entries are masked.
+      (scalar weighted loss, {"energy_loss": L(E), "force_loss": L(F)}); each term is 0
+      when all of its entries are masked.
     """
-    energy_term = property_loss(energy_pred, energy, mask=graph_mask, kind=kind)
-    force_term = force_loss(forces_pred, forces, mask=atom_mask, kind=kind)
-    return energy_weight * energy_term + force_weight * force_term
+    terms = {
+        "energy_loss": property_loss(energy_pred, energy, mask=graph_mask, kind=kind),
+        "force_loss": force_loss(forces_pred, forces, mask=atom_mask, kind=kind),
+    }
+    return energy_weight * terms["energy_loss"] + force_weight * terms["force_loss"], terms
+
+
+def energy_force_loss(*args, **kwargs) -> Array:
+    """Scalar weighted loss; see `energy_force_loss_and_terms` for arguments."""
+    return energy_force_loss_and_terms(*args, **kwargs)[0]

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from molspectra_jax.graph import Graph
 from molspectra_jax.models import build_encoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,10 +29,17 @@ def test_config_loads_and_its_encoder_builds(path):
     config = _load(path)
     encoder = build_encoder(config.model)
     n, e = 5, 8
-    shapes = jax.eval_shape(
-        encoder.init, jax.random.key(0), jnp.ones(n, jnp.int32), jnp.zeros((n, 3)),
-        jnp.zeros(e, jnp.int32), jnp.ones(e, jnp.int32), jnp.ones(e, bool), jnp.ones(n, bool),
+    graph = Graph(
+        atomic_numbers=jnp.ones(n, jnp.int32),
+        positions=jnp.zeros((n, 3)),
+        atom_mask=jnp.ones(n, bool),
+        graph_index=jnp.zeros(n, jnp.int32),
+        senders=jnp.zeros(e, jnp.int32),
+        receivers=jnp.ones(e, jnp.int32),
+        edge_mask=jnp.ones(e, bool),
+        graph_mask=jnp.ones(2, bool),
     )
+    shapes = jax.eval_shape(encoder.init, jax.random.key(0), graph)
     assert jax.tree.leaves(shapes)
 
 
@@ -65,3 +73,15 @@ def test_bad_override_fails_naming_the_field(tmp_path, override, message):
     result = _finetune(tmp_path, override)
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
+
+
+def test_configs_import_no_model_code():
+    """Configs are data: loading every one leaves models, flax and jax unimported."""
+    code = (
+        "import importlib, sys\n"
+        + "".join(f"importlib.import_module('configs.{os.path.basename(p)[:-3]}')\n" for p in CONFIGS)
+        + "heavy = [m for m in sys.modules if m.split('.')[0] in ('jax', 'flax')"
+        " or m.startswith('molspectra_jax.models')]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -2,10 +2,8 @@
 
 XLA compiles one program per input shape, so every batch has the same shapes: a
 leading shard axis S (one slice per device, so data parallelism never moves atoms
-between devices), then per shard G graph slots, N atom slots and E edge slots. The
-last graph slot of each shard is a padding graph that owns every padding atom, and
-padding edges join the last (padding) atom to itself, so gathers and segment sums
-need no special cases; masks (True = real) exclude them from every reduction.
+between devices), then per shard the padded `molspectra_jax.graph.Graph` of G graph
+slots, N atom slots and E edge slots (the padding layout is described there).
 
 Edges are *candidates*: all intra-molecular pairs within `cutoff + skin`, computed
 once on the host. The model masks them to the true cutoff with the positions it is
@@ -23,19 +21,16 @@ from typing import NamedTuple
 import numpy as np
 
 from molspectra_jax.data.records import MoleculeDataset
+from molspectra_jax.graph import Graph
 
 
 class GraphBatch(NamedTuple):
-    """A padded batch; S shards x (G graphs, N atoms, E edges). True in masks = real."""
+    """A padded batch: S shards x (G graphs, N atoms, E edges), plus what is learnt from it.
 
-    atomic_numbers: np.ndarray  # [S, N] int32
-    positions: np.ndarray  # [S, N, 3] float32, Å
-    atom_mask: np.ndarray  # [S, N] bool
-    graph_index: np.ndarray  # [S, N] int32, graph slot of each atom
-    senders: np.ndarray  # [S, E] int32, shard-local atom index
-    receivers: np.ndarray  # [S, E] int32
-    edge_mask: np.ndarray  # [S, E] bool
-    graph_mask: np.ndarray  # [S, G] bool
+    `graph` holds the model inputs with a leading shard axis ([S, N], [S, E], [S, G]).
+    """
+
+    graph: Graph
     molecule_index: np.ndarray  # [S, G] int32, dataset row of each graph, -1 = padding
     targets: np.ndarray  # [S, G, T] float32
     atom_targets: np.ndarray  # [S, N, K] float32 (e.g. forces), K may be 0
@@ -126,17 +121,16 @@ def pack_shard(
 
 
 def collate(
-    dataset: MoleculeDataset,
-    edges: CandidateEdges,
-    shards: list[np.ndarray],
-    budget: Budget,
-    spectra: dict[str, np.ndarray] | None = None,
+    dataset: MoleculeDataset, edges: CandidateEdges, shards: list[np.ndarray], budget: Budget
 ) -> GraphBatch:
-    """Pad `shards` (lists of dataset rows, one per shard) into a [len(shards), ...] batch."""
+    """Pad `shards` (lists of dataset rows, one per shard) into a [len(shards), ...] batch.
+
+    Spectra come from `dataset.spectra`, one row per graph.
+    """
     s_, g_, n_, e_ = len(shards), budget.graphs, budget.atoms, budget.edges
     t_ = dataset.targets.shape[1]
     k_ = 0 if dataset.atom_targets is None else dataset.atom_targets.shape[1]
-    batch = GraphBatch(
+    graph = Graph(
         atomic_numbers=np.zeros((s_, n_), np.int32),
         positions=np.zeros((s_, n_, 3), np.float32),
         atom_mask=np.zeros((s_, n_), bool),
@@ -145,10 +139,13 @@ def collate(
         receivers=np.full((s_, e_), n_ - 1, np.int32),
         edge_mask=np.zeros((s_, e_), bool),
         graph_mask=np.zeros((s_, g_), bool),
+    )
+    batch = GraphBatch(
+        graph=graph,
         molecule_index=np.full((s_, g_), -1, np.int32),
         targets=np.zeros((s_, g_, t_), np.float32),
         atom_targets=np.zeros((s_, n_, k_), np.float32),
-        spectra={k: np.zeros((s_, g_, v.shape[1]), np.float32) for k, v in (spectra or {}).items()},
+        spectra={k: np.zeros((s_, g_, v.shape[1]), np.float32) for k, v in dataset.spectra.items()},
     )
     for s, rows in enumerate(shards):
         atom_cursor = edge_cursor = 0
@@ -157,20 +154,20 @@ def collate(
             e0, e1 = edges.offsets[m], edges.offsets[m + 1]
             na, ne = a1 - a0, e1 - e0
             atoms = slice(atom_cursor, atom_cursor + na)
-            batch.atomic_numbers[s, atoms] = dataset.atomic_numbers[a0:a1]
-            batch.positions[s, atoms] = dataset.positions[a0:a1]
-            batch.atom_mask[s, atoms] = True
-            batch.graph_index[s, atoms] = g
+            graph.atomic_numbers[s, atoms] = dataset.atomic_numbers[a0:a1]
+            graph.positions[s, atoms] = dataset.positions[a0:a1]
+            graph.atom_mask[s, atoms] = True
+            graph.graph_index[s, atoms] = g
             if k_:
                 batch.atom_targets[s, atoms] = dataset.atom_targets[a0:a1]
             es = slice(edge_cursor, edge_cursor + ne)
-            batch.senders[s, es] = edges.senders[e0:e1] + atom_cursor
-            batch.receivers[s, es] = edges.receivers[e0:e1] + atom_cursor
-            batch.edge_mask[s, es] = True
-            batch.graph_mask[s, g] = True
+            graph.senders[s, es] = edges.senders[e0:e1] + atom_cursor
+            graph.receivers[s, es] = edges.receivers[e0:e1] + atom_cursor
+            graph.edge_mask[s, es] = True
+            graph.graph_mask[s, g] = True
             batch.molecule_index[s, g] = m
             batch.targets[s, g] = dataset.targets[m]
-            for k, v in (spectra or {}).items():
+            for k, v in dataset.spectra.items():
                 batch.spectra[k][s, g] = v[m]
             atom_cursor += na
             edge_cursor += ne
@@ -197,7 +194,6 @@ class BatchIterator:
         *,
         seed: int = 0,
         shuffle: bool = True,
-        spectra: dict[str, np.ndarray] | None = None,
         process_index: int = 0,
         process_count: int = 1,
     ):
@@ -206,7 +202,7 @@ class BatchIterator:
         if budget.n_shards % process_count:
             raise ValueError(f"{budget.n_shards} shards don't split over {process_count} processes")
         self.dataset, self.edges, self.budget = dataset, edges, budget
-        self.seed, self.shuffle, self.spectra = seed, shuffle, spectra
+        self.seed, self.shuffle = seed, shuffle
         local = budget.n_shards // process_count
         self.local_shards = slice(process_index * local, (process_index + 1) * local)
         self.epoch, self.cursor = 0, 0
@@ -246,15 +242,13 @@ class BatchIterator:
             )
             shards.append(order[self.cursor : stop])
             self.cursor = stop
-        return collate(
-            self.dataset, self.edges, shards[self.local_shards], self.budget, self.spectra
-        )
+        return collate(self.dataset, self.edges, shards[self.local_shards], self.budget)
 
 
 def padding_fraction(batch: GraphBatch) -> dict[str, float]:
     """Fraction of atom, edge and graph slots that are padding in one batch."""
     return {
-        "atoms": 1.0 - float(batch.atom_mask.mean()),
-        "edges": 1.0 - float(batch.edge_mask.mean()),
-        "graphs": 1.0 - float(batch.graph_mask.mean()),
+        "atoms": 1.0 - float(batch.graph.atom_mask.mean()),
+        "edges": 1.0 - float(batch.graph.edge_mask.mean()),
+        "graphs": 1.0 - float(batch.graph.graph_mask.mean()),
     }

@@ -1,85 +1,13 @@
-"""From a `config.data` section to split datasets and batch iterators."""
+"""Split datasets -> validated, static-budget batch iterators: the one input path of every
+task (fine-tuning and pre-training alike).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from molspectra_jax.data import md17
 from molspectra_jax.data.batching import BatchIterator, Budget, candidate_edges, make_budget
-from molspectra_jax.data.qm9 import QM9_SPLIT_SIZES, TARGET_NAMES, TARGET_UNITS, load_qm9
-from molspectra_jax.data.records import DataError, MoleculeDataset, check_molecule, split_indices
-
-SPLITS = ("train", "valid", "test")
-
-
-def load_source(config) -> MoleculeDataset:
-    """The whole molecule set named by `config.source`: "qm9", "md17" (the shipped
-    ethanol sample) or "md17:<file.npz>" (a file of the MD17 release)."""
-    if config.source == "qm9":
-        return load_qm9(config.cache_dir or None)
-    if config.source == "md17":
-        return md17.load_md17(md17.shipped_md17_path())
-    if _is_md17(config.source):
-        return md17.load_md17(config.source[5:])
-    raise ValueError(
-        f"unknown data source {config.source!r}; use 'qm9', 'md17' or 'md17:<file.npz>'"
-    )
-
-
-def _is_md17(source: str) -> bool:
-    return source.split(":")[0] == "md17"
-
-
-def source_targets(source: str) -> tuple[tuple[str, ...], dict[str, str]]:
-    """(target names, units of targets and forces) of a data source."""
-    if _is_md17(source):
-        return md17.TARGETS, md17.UNITS
-    return TARGET_NAMES, TARGET_UNITS
-
-
-def parse_targets(target: str, source: str = "qm9") -> tuple[str, ...]:
-    """'gap' / 'homo,lumo' / 'all' -> target names, validated against the source's."""
-    available = source_targets(source)[0]
-    names = available if target == "all" else tuple(t.strip() for t in target.split(","))
-    unknown = [n for n in names if n not in available]
-    if unknown or not names:
-        raise ValueError(f"unknown target(s) {unknown}; choose from {available} or 'all'")
-    return names
-
-
-def split_dataset(dataset: MoleculeDataset, config) -> dict[str, MoleculeDataset]:
-    """Seeded train/valid/test split, each part cut to `n_train/n_valid/n_test` (-1 = all).
-
-    QM9: 110k/10k/rest, fixed by `split_seed` before cutting, so a 10k-molecule CPU run
-    trains on a prefix of the same train split a full run uses, and tests on the same
-    test set. MD17: exactly `n_train`/`n_valid` frames (950/50), the rest for testing.
-    Other sources: QM9's 110:10:11 proportions.
-    """
-    if config.source == "qm9":
-        sizes = QM9_SPLIT_SIZES
-    elif _is_md17(config.source):
-        sizes = (config.n_train, config.n_valid)
-        if min(sizes) < 1 or sum(sizes) >= len(dataset):
-            raise DataError(f"{config.source}: MD17 needs n_train, n_valid >= 1 (e.g. 950, 50) "
-                            f"leaving test frames of {len(dataset)}; got {sizes}")  # fmt: skip
-    else:
-        sizes = _scaled_sizes(len(dataset))
-    parts = dict(zip(SPLITS, split_indices(len(dataset), sizes, config.split_seed), strict=True))
-    out = {}
-    for name in SPLITS:
-        limit = config[f"n_{name}"]
-        indices = parts[name] if limit < 0 else parts[name][:limit]
-        if len(indices) == 0:
-            raise DataError(
-                f"the {name} split is empty (n_{name}={limit}, {len(dataset)} molecules)"
-            )
-        out[name] = dataset.subset(indices)
-    return out
-
-
-def _scaled_sizes(n: int) -> tuple[int, int]:
-    # Small sources (a user's SDF): same 110:10 proportions as QM9.
-    return int(n * 110 / 131), int(n * 10 / 131)
+from molspectra_jax.data.records import MoleculeDataset, check_molecule
 
 
 def validate(dataset: MoleculeDataset, source: str, elements, max_atoms: int) -> None:
@@ -94,13 +22,22 @@ def make_iterators(
     config,
     cutoff: float,
     n_shards: int,
+    *,
+    label: str,
     process_index: int = 0,
     process_count: int = 1,
-) -> tuple[dict[str, BatchIterator], dict[str, Budget]]:
-    """Train (shuffled, endless) and eval (one pass) iterators with static budgets.
+) -> dict[str, BatchIterator]:
+    """Validated train (shuffled, endless) and eval (one pass) iterators, static budgets.
 
-    `n_shards` is the global shard count; this process builds its share of every batch.
+    Args:
+      splits: {"train": ..., "valid": ..., ...} molecules (with spectra when they have them).
+      config: the `data` config section (batch sizes, skin, budget slack, elements, seed).
+      cutoff: the encoder's cutoff (Å); candidate edges reach `cutoff + config.skin`.
+      n_shards: the global shard count; this process builds its share of every batch.
+      label: the source's name for error messages (e.g. "qm9").
     """
+    for name, part in splits.items():
+        validate(part, f"{label}:{name}", config.elements, None)
     radius = cutoff + config.skin
     edges = {name: candidate_edges(dataset, radius) for name, dataset in splits.items()}
     budgets = {
@@ -122,7 +59,7 @@ def make_iterators(
         ),
     )
     budgets.update({name: eval_budget for name in budgets if name != "train"})
-    iterators = {
+    return {
         name: BatchIterator(
             dataset,
             edges[name],
@@ -134,7 +71,6 @@ def make_iterators(
         )
         for name, dataset in splits.items()
     }
-    return iterators, budgets
 
 
 def mean_predictor_mae(

@@ -8,10 +8,12 @@ targets converted to the units of the MolSpectra paper (Table 2), cached as one
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import importlib.util
 import os
 import zipfile
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -81,17 +83,8 @@ def load_qm9(cache_dir: str | None = None, *, verbose: bool = True) -> MoleculeD
 
 def parse_qm9pack_csvs(data_dir: str) -> MoleculeDataset:
     """Parse qm9pack's CSV parts (columns Index, Elements, XYZ_Ang and the 12 targets)."""
-    import pandas as pd  # heavy; only the one-off conversion needs it
-
     columns = ["Index", "Elements", "XYZ_Ang"] + [t[1] for t in TARGETS]
-    frames = []
-    for name in _CSV_FILES:
-        file = os.path.join(data_dir, name)
-        try:
-            frames.append(pd.read_csv(file, usecols=columns))
-        except (OSError, ValueError) as e:
-            raise DataError(f"{file}: cannot read QM9 CSV ({e})") from e
-    df = pd.concat(frames, ignore_index=True)
+    df = _read_csvs(data_dir, columns)
     atomic_numbers, positions, counts = [], [], []
     for index, elements, xyz in zip(df["Index"], df["Elements"], df["XYZ_Ang"], strict=True):
         z = [_SYMBOL_TO_Z[s.strip(" '\"")] for s in elements.strip("[]").split(",")]
@@ -114,6 +107,37 @@ def parse_qm9pack_csvs(data_dir: str) -> MoleculeDataset:
         targets=targets,
         target_names=TARGET_NAMES,
     )
+
+
+def harmonic_frequencies(ids: Iterable[int]) -> dict[int, np.ndarray]:
+    """QM9's B3LYP/6-31G(2df,p) harmonic frequencies of molecules `ids` (QM9 indices).
+
+    Read from qm9pack's CSVs (column Harmonic_Freq_cmi), which `load_qm9` does not keep.
+
+    Returns:
+      {QM9 index: [3N-6] cm^-1} for those of `ids` that QM9 has.
+    """
+    wanted = {int(i) for i in ids}
+    table = _read_csvs(_qm9pack_data_dir(), ["Index", "Harmonic_Freq_cmi"])
+    table = table[table["Index"].isin(wanted)]
+    return {
+        int(index): np.array(ast.literal_eval(freqs), float)
+        for index, freqs in zip(table["Index"], table["Harmonic_Freq_cmi"], strict=True)
+    }
+
+
+def _read_csvs(data_dir: str, columns: list[str]):
+    """`columns` of all of qm9pack's CSV parts as one pandas DataFrame."""
+    import pandas as pd  # heavy; only the one-off conversions need it
+
+    frames = []
+    for name in _CSV_FILES:
+        file = os.path.join(data_dir, name)
+        try:
+            frames.append(pd.read_csv(file, usecols=columns))
+        except (OSError, ValueError) as e:
+            raise DataError(f"{file}: cannot read QM9 CSV ({e})") from e
+    return pd.concat(frames, ignore_index=True)
 
 
 def _qm9pack_data_dir() -> str:

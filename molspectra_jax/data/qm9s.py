@@ -27,17 +27,15 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from molspectra_jax import files
 from molspectra_jax.data.records import DataError
+from molspectra_jax.spectra import SPECTRA
 
 FORMAT_VERSION = "2"
-KINDS = ("uv", "ir", "raman")
-FILES = {"uv": "uv_boraden.csv", "ir": "ir_boraden.csv", "raman": "raman_boraden.csv"}
+KINDS = tuple(name for name, t in SPECTRA.items() if t.qm9s_file)  # ("uv", "ir", "raman")
+FILES = {name: SPECTRA[name].qm9s_file for name in KINDS}
+GRIDS = {name: SPECTRA[name].grid.points() for name in KINDS}
 MOLECULE_FILES = ("qm9s_csv.zip", "qm9s_csv")  # the per-molecule files: zip or unpacked
-GRIDS = {
-    "uv": np.round(np.linspace(1.0, 15.0, 701), 6),
-    "ir": np.linspace(500.0, 4000.0, 3501),
-    "raman": np.linspace(500.0, 4000.0, 3501),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,13 +180,34 @@ def _find_molecule_files(release_dir: str) -> str:
     )
 
 
-def _save_atomic(path: str, array: np.ndarray) -> None:
-    np.save(path + ".tmp.npy", array)
-    os.replace(path + ".tmp.npy", path)
+def _copy_rows(
+    csv_path: str,
+    npy_path: str,
+    kept: np.ndarray,
+    width: int,
+    chunk_rows: int,
+    total: int,
+    progress: bool,
+) -> None:
+    """Stream the rows of `csv_path` whose id is in `kept` [M] (sorted) into `npy_path`
+    [M, width] float32, in the order of `kept`."""
+    name = os.path.basename(csv_path)
+    bar = tqdm(total=total, desc=name, unit=" rows", disable=not progress)
+    with files.atomic_path(npy_path) as tmp, bar:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(kept), width))
+        for chunk in pd.read_csv(csv_path, chunksize=chunk_rows):
+            ids = chunk.iloc[:, 0].to_numpy(np.int64)
+            rows = np.searchsorted(kept, ids)
+            found = (rows < len(kept)) & (kept[np.minimum(rows, len(kept) - 1)] == ids)
+            out[rows[found]] = chunk.iloc[:, 1:].to_numpy(np.float32)[found]
+            bar.update(len(chunk))
+        out.flush()
+        del out  # closes the memory map before the rename
 
 
-def convert_qm9s(release_dir: str, out_dir: str, chunk_rows: int = 2000,
-                 progress: bool = False) -> dict:  # fmt: skip
+def convert_qm9s(
+    release_dir: str, out_dir: str, chunk_rows: int = 2000, progress: bool = False
+) -> dict:
     """Convert the release into `<out_dir>/{ids,qm9_ids,n_atoms,uv,ir,raman}.npy` (once).
 
     Keeps the molecules present in all three CSVs and in the molecule files. Two streaming
@@ -213,35 +232,19 @@ def convert_qm9s(release_dir: str, out_dir: str, chunk_rows: int = 2000,
     missing = {k: np.setdiff1d(everything, ids).tolist() for k, ids in file_ids.items()}
     table_rows = np.searchsorted(table.qm9s_ids, kept)
 
-    os.makedirs(out_dir, exist_ok=True)
     for kind, path in paths.items():
-        tmp = os.path.join(out_dir, f"{kind}.tmp.npy")
-        out = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.float32, shape=(len(kept), len(GRIDS[kind]))
-        )
-        with tqdm(total=len(file_ids[kind]), desc=FILES[kind], unit=" rows",
-                  disable=not progress) as bar:  # fmt: skip
-            for chunk in pd.read_csv(path, chunksize=chunk_rows):
-                ids = chunk.iloc[:, 0].to_numpy(np.int64)
-                rows = np.searchsorted(kept, ids)
-                found = (rows < len(kept)) & (kept[np.minimum(rows, len(kept) - 1)] == ids)
-                out[rows[found]] = chunk.iloc[:, 1:].to_numpy(np.float32)[found]
-                bar.update(len(chunk))
-        out.flush()
-        del out
-        os.replace(tmp, os.path.join(out_dir, f"{kind}.npy"))
-    _save_atomic(os.path.join(out_dir, "ids.npy"), kept)
-    _save_atomic(os.path.join(out_dir, "qm9_ids.npy"), table.qm9_ids[table_rows])
-    _save_atomic(os.path.join(out_dir, "n_atoms.npy"), table.n_atoms[table_rows])
+        npy = os.path.join(out_dir, f"{kind}.npy")
+        _copy_rows(path, npy, kept, len(GRIDS[kind]), chunk_rows, len(file_ids[kind]), progress)
+    files.write_npy(os.path.join(out_dir, "ids.npy"), kept)
+    files.write_npy(os.path.join(out_dir, "qm9_ids.npy"), table.qm9_ids[table_rows])
+    files.write_npy(os.path.join(out_dir, "n_atoms.npy"), table.n_atoms[table_rows])
     report = {
         "format": FORMAT_VERSION,
         "molecules": int(len(kept)),
         "missing": missing,
         "no_molecule_file": np.setdiff1d(everything, table.qm9s_ids).tolist(),
     }
-    with open(os.path.join(out_dir, "report.tmp.json"), "w") as f:
-        json.dump(report, f)
-    os.replace(os.path.join(out_dir, "report.tmp.json"), os.path.join(out_dir, "report.json"))
+    files.write_json(os.path.join(out_dir, "report.json"), report)  # last: marks completion
     return report
 
 
@@ -253,8 +256,10 @@ def load_qm9s(out_dir: str) -> Qm9sSpectra:
     with open(report_path) as f:
         version = json.load(f).get("format")
     if version != FORMAT_VERSION:
-        raise DataError(f"{out_dir}: converted with format {version}, this version reads "
-                        f"{FORMAT_VERSION}; convert the release again")  # fmt: skip
+        raise DataError(
+            f"{out_dir}: converted with format {version}, this version reads "
+            f"{FORMAT_VERSION}; convert the release again"
+        )
     arrays = {k: np.load(os.path.join(out_dir, f"{k}.npy"), mmap_mode="r") for k in KINDS}
     index = {k: np.load(os.path.join(out_dir, f"{k}.npy")) for k in ("ids", "qm9_ids", "n_atoms")}
     return Qm9sSpectra(**index, **arrays)

@@ -10,11 +10,11 @@ this; batching consumes it.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
+
+from molspectra_jax import files
 
 # Elements the default models embed (QM9: H C N O F, plus the other organic elements
 # that PCQM4Mv2 and drug-like SDF files bring). Embedding tables are sized by
@@ -52,6 +52,8 @@ class MoleculeDataset:
       targets: [M, T] float64 per-molecule targets in `target_names` units, or [M, 0].
       target_names: names of the T target columns.
       atom_targets: optional [A, K] per-atom targets (e.g. forces, kcal/mol/Å).
+      spectra: {name: [M, L] float32} dense spectra on the grids of `molspectra_jax.spectra`
+        (pre-training), empty when the source has none.
     """
 
     ids: np.ndarray
@@ -61,6 +63,7 @@ class MoleculeDataset:
     targets: np.ndarray
     target_names: tuple[str, ...] = ()
     atom_targets: np.ndarray | None = None
+    spectra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         m = len(self.ids)
@@ -72,6 +75,9 @@ class MoleculeDataset:
             )
         if self.targets.shape[:1] != (m,) or self.targets.shape[1] != len(self.target_names):
             raise DataError(f"targets {self.targets.shape} vs names {self.target_names}")
+        for name, values in self.spectra.items():
+            if len(values) != m:
+                raise DataError(f"spectra[{name!r}] has {len(values)} rows for {m} molecules")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -115,16 +121,19 @@ class MoleculeDataset:
             targets=self.targets[indices],
             target_names=self.target_names,
             atom_targets=None if self.atom_targets is None else self.atom_targets[atom_index],
+            spectra={k: v[indices] for k, v in self.spectra.items()},
         )
 
     def save(self, path: str, **metadata: str) -> None:
         """Write to `path` (.npz) atomically: readers see the old file or the new one."""
         arrays = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        arrays.update({f"spectrum_{k}": v for k, v in arrays.pop("spectra").items()})
         arrays["target_names"] = np.array(self.target_names, dtype=str)
         if self.atom_targets is None:
             del arrays["atom_targets"]
         arrays.update({f"meta_{k}": np.array(v) for k, v in metadata.items()})
-        atomic_save_npz(path, **arrays)
+        # Uncompressed, as np.savez was: the QM9 cache is read on every run.
+        files.write_npz(path, arrays, compress=False)
 
     @classmethod
     def load(cls, path: str) -> tuple[MoleculeDataset, dict[str, str]]:
@@ -139,6 +148,7 @@ class MoleculeDataset:
                 targets=f["targets"],
                 target_names=tuple(str(n) for n in f["target_names"]),
                 atom_targets=f["atom_targets"] if "atom_targets" in f.files else None,
+                spectra={k[9:]: f[k] for k in f.files if k.startswith("spectrum_")},
             )
         return dataset, meta
 
@@ -204,21 +214,6 @@ def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
     cuts = np.cumsum(sizes)
     return np.split(perm, cuts)
-
-
-def atomic_save_npz(path: str, **arrays: np.ndarray) -> None:
-    """np.savez to a temporary file in the same folder, then rename over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp.npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must stay readable
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

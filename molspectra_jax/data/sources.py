@@ -1,19 +1,255 @@
-"""Molecule sources for spectra generation: QM9 (seeded order) or SDF/XYZ/SMILES files."""
+"""Every data source, registered once: its loader, targets, units and split rule.
+
+A data config names its molecules with `data.source` and, for pre-training stage 2,
+its spectra with `data.spectra`; both are `name` or `name:argument`:
+
+- molecules: "qm9" (qm9pack), "md17" (the shipped ethanol frames) or "md17:<file.npz>",
+  "sdf:<file>", "xyz:<file>", "smiles:<file.smi>";
+- spectra (molecules + dense spectra): "embedded" (shipped with the package),
+  "store:<folder>" (written by `experiments.generate_spectra`; a bare folder path means
+  the same), "qm9s:<folder>" (the QM9S release converted by `experiments.convert_qm9s`).
+
+Adding a dataset is one reader module plus one `register(Source(...))` line here. The
+bottom of this file also lists the molecules spectra generation can start from.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-SOURCES = ("qm9", "sdf", "xyz", "smiles")
+from molspectra_jax.data import md17, molfiles
+from molspectra_jax.data.qm9 import QM9_SPLIT_SIZES, TARGET_NAMES, TARGET_UNITS, load_qm9
+from molspectra_jax.data.records import DataError, MoleculeDataset, from_records, split_indices
+
+SPLITS = ("train", "valid", "test")
+FILE_READERS = {"sdf": molfiles.read_sdf, "xyz": molfiles.read_xyz, "smiles": molfiles.read_smiles}
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A registered data source.
+
+    Attributes:
+      name: what a config writes before the optional ":argument".
+      load: (argument, data config) -> every molecule of the source, ids unique.
+      targets: per-molecule target names it provides (`config.target` chooses among them).
+      units: unit of each target (and of "forces" for per-atom force targets).
+      split_sizes: (molecule count, data config) -> train and valid sizes for fine-tuning;
+        the rest is the test split.
+      argument: whether "name:argument" (a file or folder) is "required", "optional" or
+        "none" (not accepted).
+    """
+
+    name: str
+    load: Callable[[str, object], MoleculeDataset]
+    targets: tuple[str, ...] = ()
+    units: dict[str, str] = dataclasses.field(default_factory=dict)
+    split_sizes: Callable[[int, object], Sequence[int]] | None = None
+    argument: str = "none"
+
+
+REGISTRY: dict[str, Source] = {}
+
+
+def register(source: Source) -> Source:
+    if source.name in REGISTRY:
+        raise ValueError(f"data source {source.name!r} registered twice")
+    REGISTRY[source.name] = source
+    return source
+
+
+def resolve(spec: str) -> tuple[Source, str]:
+    """"name" or "name:argument" -> (registered source, argument)."""
+    name, _, argument = spec.partition(":")
+    if name not in REGISTRY and os.path.isdir(spec):
+        name, argument = "store", spec  # a bare spectra store folder
+    if name not in REGISTRY:
+        raise ValueError(f"unknown data source {spec!r}; choose from {sorted(REGISTRY)}")
+    source = REGISTRY[name]
+    if source.argument == "required" and not argument:
+        raise ValueError(f"data source {name!r} needs a path: {name}:<path>")
+    if source.argument == "none" and argument:
+        raise ValueError(f"data source {name!r} takes no argument (got {spec!r})")
+    return source, argument
+
+
+def load(spec: str, config) -> MoleculeDataset:
+    """All molecules of the source `spec` (e.g. `config.source`), read with `config`."""
+    source, argument = resolve(spec)
+    return source.load(argument, config)
+
+
+def parse_targets(target: str, spec: str) -> tuple[str, ...]:
+    """'gap' / 'homo,lumo' / 'all' -> target names, validated against the source's."""
+    available = resolve(spec)[0].targets
+    names = available if target == "all" else tuple(t.strip() for t in target.split(","))
+    unknown = [n for n in names if n not in available]
+    if unknown or not names:
+        raise ValueError(f"unknown target(s) {unknown}; choose from {available} or 'all'")
+    return names
+
+
+def split(
+    dataset: MoleculeDataset, sizes: Sequence[int], seed: int, limits: dict[str, int]
+) -> dict[str, MoleculeDataset]:
+    """The one split rule: a seeded permutation cut into `sizes` (train, valid; the rest is
+    test), each part then cut to its prefix `limits[name]` (-1 = all).
+
+    Cutting after the permutation keeps a small run's splits prefixes of the full ones:
+    a 10k-molecule CPU run trains on part of the same train split and tests on part of
+    the same test split a full run uses.
+    """
+    parts = dict(zip(SPLITS, split_indices(len(dataset), sizes, seed), strict=False))
+    out = {}
+    for name, limit in limits.items():
+        indices = parts[name] if limit < 0 else parts[name][:limit]
+        if len(indices) == 0:
+            raise DataError(f"the {name} split is empty (n_{name}={limit}, {len(dataset)} molecules)")
+        out[name] = dataset.subset(indices)
+    return out
+
+
+def finetuning_splits(dataset: MoleculeDataset, config) -> dict[str, MoleculeDataset]:
+    """Train/valid/test by the source's split rule, cut to `n_train/n_valid/n_test`."""
+    sizes = resolve(config.source)[0].split_sizes(len(dataset), config)
+    limits = {name: config[f"n_{name}"] for name in SPLITS}
+    return split(dataset, sizes, config.split_seed, limits)
+
+
+def pretraining_splits(dataset: MoleculeDataset, config) -> dict[str, MoleculeDataset]:
+    """All molecules but `n_valid` for training (cut to `n_train`), `n_valid` to validate."""
+    n = len(dataset)
+    if not 0 < config.n_valid < n:
+        raise ValueError(f"n_valid={config.n_valid} must be between 1 and {n - 1} ({n} molecules)")
+    limits = {"train": config.n_train, "valid": -1}
+    return split(dataset, (n - config.n_valid, config.n_valid), config.split_seed, limits)
+
+
+# --- molecule sources -------------------------------------------------------------------
+
+
+def _qm9_sizes(n: int, config) -> Sequence[int]:
+    return QM9_SPLIT_SIZES  # 110k / 10k / rest (DESIGN.md)
+
+
+def _md17_sizes(n: int, config) -> Sequence[int]:
+    sizes = (config.n_train, config.n_valid)  # exactly 950 / 50 frames, the rest tests
+    if min(sizes) < 1 or sum(sizes) >= n:
+        raise DataError(
+            f"{config.source}: MD17 needs n_train, n_valid >= 1 (e.g. 950, 50) "
+            f"leaving test frames of {n}; got {sizes}"
+        )
+    return sizes
+
+
+def _scaled_sizes(n: int, config) -> Sequence[int]:
+    return int(n * 110 / 131), int(n * 10 / 131)  # a user's file: QM9's 110:10 proportions
+
+
+def _load_file(kind: str) -> Callable[[str, object], MoleculeDataset]:
+    def load_file(path: str, config) -> MoleculeDataset:
+        options = {"add_hydrogens": True} if kind == "sdf" else {}
+        records, skipped = FILE_READERS[kind](
+            path, elements=config.elements, on_error="skip", **options
+        )
+        if skipped:
+            print(f"{path}: skipped {len(skipped)} records, e.g. {skipped[0]}")
+        return from_records(records)
+
+    return load_file
+
+
+register(
+    Source(
+        "qm9",
+        load=lambda _, config: load_qm9(config.cache_dir or None),
+        targets=TARGET_NAMES,
+        units=TARGET_UNITS,
+        split_sizes=_qm9_sizes,
+    )
+)
+register(
+    Source(
+        "md17",
+        load=lambda path, _: md17.load_md17(path or md17.shipped_md17_path()),
+        targets=md17.TARGETS,
+        units=md17.UNITS,
+        split_sizes=_md17_sizes,
+        argument="optional",
+    )
+)
+for _kind in FILE_READERS:  # heavy atoms only (PCQM4Mv2's SDF): RDKit places hydrogens
+    register(Source(_kind, load=_load_file(_kind), split_sizes=_scaled_sizes, argument="required"))
+
+
+# --- spectra sources: molecules with `spectra` filled -----------------------------------
+
+
+def _load_spectra_store(folder: str, config) -> MoleculeDataset:
+    """Sticks of a store folder ("": the shipped set) broadened onto the grids.
+
+    Geometries come from QM9 by id (`config.geometry == "qm9"`, the equilibrium DFT
+    structures denoising assumes) or from the store ("spectra": the GFN2 geometries the
+    spectra were computed at).
+    """
+    from molspectra_jax.spectroscopy.embedded import (
+        broaden_batch,
+        load_embedded_spectra,
+        load_spectra,
+    )
+
+    sticks = load_spectra(folder) if folder else load_embedded_spectra()
+    dense = broaden_batch(sticks)
+    if config.geometry == "spectra":
+        return MoleculeDataset(
+            ids=sticks.ids,
+            atomic_numbers=sticks.atomic_numbers,
+            positions=sticks.positions.astype(np.float32),
+            offsets=sticks.atom_offsets,
+            targets=np.zeros((len(sticks), 0)),
+            spectra=dense,
+        )
+    if config.geometry != "qm9":
+        raise ValueError(f"unknown geometry {config.geometry!r}; use 'qm9' or 'spectra'")
+    qm9 = load_qm9(config.cache_dir or None).select_targets(())
+    row_of = {int(i): r for r, i in enumerate(qm9.ids)}
+    missing = [int(i) for i in sticks.ids if int(i) not in row_of]
+    if missing:
+        where = folder or "the shipped spectra"
+        raise DataError(f"{where}: molecule ids {missing[:5]} are not QM9 indices")
+    molecules = qm9.subset([row_of[int(i)] for i in sticks.ids])
+    return dataclasses.replace(molecules, spectra=dense)
+
+
+def _load_qm9s(folder: str, config) -> MoleculeDataset:
+    from molspectra_jax.data.qm9s import KINDS, join_with_qm9, load_qm9s
+
+    spectra = load_qm9s(folder)
+    qm9 = load_qm9(config.cache_dir or None).select_targets(())
+    rows, spectra_rows = join_with_qm9(spectra, qm9)
+    print(f"qm9s:{folder}: {len(rows)} of {len(spectra.ids)} QM9S molecules joined with QM9")
+    dense = {k: np.asarray(getattr(spectra, k)[spectra_rows], np.float32) for k in KINDS}
+    return dataclasses.replace(qm9.subset(rows), spectra=dense)
+
+
+register(Source("embedded", load=_load_spectra_store))
+register(Source("store", load=_load_spectra_store, argument="required"))
+register(Source("qm9s", load=_load_qm9s, argument="required"))
+
+
+# --- molecules for spectra generation ---------------------------------------------------
+
+SOURCES = ("qm9", "sdf", "xyz", "smiles")  # what `experiments.generate_spectra` accepts
 EMBEDDED_SEED = 0  # the shipped set is the first N molecules of this QM9 order
 
 
 @dataclasses.dataclass(frozen=True)
 class MoleculeSource:
-    """Molecules to process, in order.
+    """Molecules to compute spectra for, in order.
 
     Attributes:
       ids: [M] int molecule ids (QM9 index, or 1-based record number for files).
@@ -35,8 +271,6 @@ def qm9_order(all_ids: np.ndarray, seed: int = EMBEDDED_SEED) -> np.ndarray:
 
 def qm9_source(limit: int | None = None, seed: int = EMBEDDED_SEED) -> MoleculeSource:
     """The first `limit` QM9 molecules of the seeded order (B3LYP geometries from qm9pack)."""
-    from molspectra_jax.data.qm9 import load_qm9
-
     dataset = load_qm9()
     order = qm9_order(dataset.ids, seed)[:limit]
     row = {int(i): r for r, i in enumerate(dataset.ids)}
@@ -51,12 +285,9 @@ def qm9_source(limit: int | None = None, seed: int = EMBEDDED_SEED) -> MoleculeS
 
 def file_source(kind: str, path: str, limit: int | None = None) -> MoleculeSource:
     """Molecules of an SDF, XYZ or SMILES file (ids = 1-based record numbers)."""
-    from molspectra_jax.data import molfiles
-
-    readers = {"sdf": molfiles.read_sdf, "xyz": molfiles.read_xyz, "smiles": molfiles.read_smiles}
-    if kind not in readers:
+    if kind not in FILE_READERS:
         raise ValueError(f"unknown molecule source {kind!r}; choose from {list(SOURCES)}")
-    records, _ = readers[kind](path)
+    records, _ = FILE_READERS[kind](path)
     records = records[:limit]
     return MoleculeSource(
         ids=np.arange(1, len(records) + 1),

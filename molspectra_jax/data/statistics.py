@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from molspectra_jax.data.records import MoleculeDataset
+
+
+class TargetStats(NamedTuple):
+    """Train-split statistics of T targets (host, float64): `mean [T]` and `std [T]` of the
+    residuals after the per-element reference values `atomref [Z, T]`."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    atomref: np.ndarray
+
+
+def fit_target_stats(
+    train: MoleculeDataset, targets: Sequence[str], use_atomref: Sequence[bool], max_z: int
+) -> TargetStats:
+    """Atomref (where `use_atomref`), then mean and std of the residuals, on `train`."""
+    atomref = fit_atomref(train, targets, use_atomref, max_z)
+    mean, std = target_statistics(train, targets, atomref)
+    return TargetStats(mean, std, atomref)
 
 
 def composition_matrix(dataset: MoleculeDataset, max_z: int) -> np.ndarray:

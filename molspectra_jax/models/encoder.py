@@ -5,7 +5,8 @@ layer math runs on those raw arrays (one dense matmul per projection, no Clebsch
 bookkeeping: ET only ever multiplies vectors by scalars and takes dot products), and
 `as_irreps` wraps the result back into an `e3nn.IrrepsArray` "Fx0e + Fx1o" for the
 heads' users and the equivariance tests. Edge directions are e3nn's l=1 spherical
-harmonics. One encoder call sees one shard: atom arrays [N], edge arrays [E].
+harmonics. One encoder call sees one shard: a `Graph` with atom arrays [N] and edge
+arrays [E] (the contract every encoder keeps is in `molspectra_jax/models/__init__.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from molspectra_jax.graph import Graph
 
 def cosine_cutoff(distance: jax.Array, cutoff: float) -> jax.Array:
     """[E] -> [E]: 0.5 (cos(pi d / cutoff) + 1) inside the cutoff, 0 outside."""
@@ -172,16 +174,18 @@ class EquivariantTransformer(nn.Module):
     vector_norm: str = "rms"
 
     @nn.compact
-    def __call__(self, atomic_numbers, positions, senders, receivers, edge_mask, atom_mask):
-        """atomic_numbers [N] int, positions [N, 3] Å, senders/receivers [E], masks [E]/[N]."""
+    def __call__(self, graph: Graph) -> tuple[jax.Array, jax.Array]:
+        """One shard's graph -> (scalars [N, F], vectors [N, 3, F]); zeros on padding atoms."""
         if self.hidden % self.num_heads:
             raise ValueError(f"hidden {self.hidden} not divisible by {self.num_heads} heads")
         act = {"silu": nn.silu, "gelu": nn.gelu, "tanh": jnp.tanh}[self.activation]
-        n = atomic_numbers.shape[0]
-        edge_vec = positions[senders] - positions[receivers]  # [E, 3]
+        atomic_numbers, senders, receivers = graph.atomic_numbers, graph.senders, graph.receivers
+        n, e = graph.n_atoms, senders.shape[0]
+        assert graph.positions.shape == (n, 3) and receivers.shape == graph.edge_mask.shape == (e,)
+        edge_vec = graph.positions[senders] - graph.positions[receivers]  # [E, 3]
         distance = safe_norm(edge_vec)  # [E]
         # Candidate edges are cut to the true cutoff here, at the positions the model sees.
-        real = edge_mask & (distance < self.cutoff) & (distance > 0)
+        real = graph.edge_mask & (distance < self.cutoff) & (distance > 0)
         distance = jnp.where(real, distance, self.cutoff)  # padding -> harmless value
         edge_weight = cosine_cutoff(distance, self.cutoff) * real  # [E]
         rbf = exp_normal_rbf(distance, self.num_rbf, self.cutoff) * real[:, None]  # [E, K]
@@ -191,6 +195,7 @@ class EquivariantTransformer(nn.Module):
             ).array
             * real[:, None]
         )  # [E, 3]
+        assert rbf.shape == (e, self.num_rbf) and unit.shape == (e, 3)
 
         x = nn.Embed(self.max_z, self.hidden, name="embedding")(atomic_numbers)  # [N, F]
         if self.neighbor_embedding:
@@ -204,7 +209,8 @@ class EquivariantTransformer(nn.Module):
             )(x, vec, rbf, unit, edge_weight, senders, receivers)
             x, vec = x + dx, vec + dvec
         x = nn.LayerNorm(name="out_norm")(x)
-        mask = atom_mask[:, None]
+        mask = graph.atom_mask[:, None]
+        assert x.shape == (n, self.hidden) and vec.shape == (n, 3, self.hidden)
         return x * mask, vec * mask[:, None]
 
 

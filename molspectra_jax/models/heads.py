@@ -3,8 +3,9 @@
 Per-atom heads are the gated equivariant blocks of PaiNN / TorchMD-Net
 (`EquivariantScalar`, `EquivariantVectorOutput`); the molecule-level physics heads
 (dipole moment, electronic spatial extent) follow TorchMD-Net's output modules.
-Every head returns per-atom contributions; summing over a molecule is the caller's
-segment sum, so heads never see the batch layout.
+Property heads take (x, vec, graph) and return per-atom contributions [N, 1], except the
+dipole head, whose norm is not additive over atoms ([G, 1], listed in `MOLECULE_LEVEL`);
+summing over a molecule is the caller's segment sum.
 """
 
 from __future__ import annotations
@@ -14,14 +15,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from molspectra_jax.graph import Graph
 from molspectra_jax.models.encoder import safe_norm
 
-# Atomic masses (u) by atomic number for the centre of mass of dipole / R2 heads.
+# Atomic masses (u) by atomic number (0 = padding) for the centre of mass of dipole / R2
+# heads: H to Ar exactly, Br and I, and round placeholders for the elements between.
 _MASSES = np.array(
-    [0.0, 1.008, 4.003, 6.94, 9.012, 10.81, 12.011, 14.007, 15.999, 18.998, 20.18, 22.99,
-     24.305, 26.982, 28.085, 30.974, 32.06, 35.45, 39.948] + [40.0] * 17 + [79.904]
-    + [80.0] * 17 + [126.904] + [130.0] * 47
-)  # fmt: skip
+    "0 1.008 4.003 6.94 9.012 10.81 12.011 14.007 15.999 18.998 20.18 22.99 24.305 26.982 "
+    "28.085 30.974 32.06 35.45 39.948".split()
+    + [40.0] * 17
+    + [79.904]
+    + [80.0] * 17
+    + [126.904]
+    + [130.0] * 47,
+    float,
+)
 
 
 class GatedEquivariantBlock(nn.Module):
@@ -40,6 +48,7 @@ class GatedEquivariantBlock(nn.Module):
         vec = gate[:, None, :] * vec2
         if self.scalar_activation:
             x = nn.silu(x)
+        assert x.shape == (vec.shape[0], self.out) and vec.shape[1:] == (3, self.out)
         return x, vec
 
 
@@ -61,9 +70,9 @@ class ScalarHead(nn.Module):
     out: int = 1
 
     @nn.compact
-    def __call__(self, x, vec, atomic_numbers, positions, atom_mask, graph_index, n_graphs):
+    def __call__(self, x, vec, graph: Graph):
         scalar, _ = _GatedOutput(self.out)(x, vec)
-        return scalar * atom_mask[:, None]
+        return scalar * graph.atom_mask[:, None]
 
 
 class VectorHead(nn.Module):
@@ -75,13 +84,14 @@ class VectorHead(nn.Module):
         return vector[..., 0]
 
 
-def _centered_positions(positions, atomic_numbers, atom_mask, graph_index, n_graphs):
+def _centered_positions(graph: Graph) -> jax.Array:
     """[N, 3] positions relative to each molecule's centre of mass."""
-    mass = jnp.asarray(_MASSES, jnp.float32)[atomic_numbers] * atom_mask  # [N]
-    total = jax.ops.segment_sum(mass, graph_index, n_graphs)  # [G]
-    weighted = jax.ops.segment_sum(mass[:, None] * positions, graph_index, n_graphs)  # [G, 3]
+    index, g = graph.graph_index, graph.n_graphs
+    mass = jnp.asarray(_MASSES, jnp.float32)[graph.atomic_numbers] * graph.atom_mask  # [N]
+    total = jax.ops.segment_sum(mass, index, g)  # [G]
+    weighted = jax.ops.segment_sum(mass[:, None] * graph.positions, index, g)  # [G, 3]
     com = weighted / jnp.where(total > 0, total, 1.0)[:, None]
-    return positions - com[graph_index]
+    return graph.positions - com[index]
 
 
 class DipoleHead(nn.Module):
@@ -91,11 +101,10 @@ class DipoleHead(nn.Module):
     """
 
     @nn.compact
-    def __call__(self, x, vec, atomic_numbers, positions, atom_mask, graph_index, n_graphs):
+    def __call__(self, x, vec, graph: Graph):
         charge, dipole = _GatedOutput(1)(x, vec)  # [N, 1], [N, 3, 1]
-        centered = _centered_positions(positions, atomic_numbers, atom_mask, graph_index, n_graphs)
-        atom = (charge * centered + dipole[..., 0]) * atom_mask[:, None]  # [N, 3]
-        molecule = jax.ops.segment_sum(atom, graph_index, n_graphs)  # [G, 3]
+        atom = (charge * _centered_positions(graph) + dipole[..., 0]) * graph.atom_mask[:, None]
+        molecule = jax.ops.segment_sum(atom, graph.graph_index, graph.n_graphs)  # [G, 3]
         return safe_norm(molecule, axis=-1, keepdims=True)
 
 
@@ -103,10 +112,10 @@ class SpatialExtentHead(nn.Module):
     """Per-atom q_i |r_i - r_com|^2 (a0^2 after scaling), TorchMD-Net's R2 output."""
 
     @nn.compact
-    def __call__(self, x, vec, atomic_numbers, positions, atom_mask, graph_index, n_graphs):
+    def __call__(self, x, vec, graph: Graph):
         q, _ = _GatedOutput(1)(x, vec)
-        centered = _centered_positions(positions, atomic_numbers, atom_mask, graph_index, n_graphs)
-        return q * jnp.sum(centered**2, -1, keepdims=True) * atom_mask[:, None]
+        r2 = jnp.sum(_centered_positions(graph) ** 2, -1, keepdims=True)  # [N, 1]
+        return q * r2 * graph.atom_mask[:, None]
 
 
 HEADS = {"scalar": ScalarHead, "dipole": DipoleHead, "spatial_extent": SpatialExtentHead}

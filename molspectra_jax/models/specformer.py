@@ -1,34 +1,34 @@
 """SpecFormer: the MolSpectra spectrum encoder (a PatchTST-style transformer), Flax linen.
 
-Each spectrum (UV-Vis ``[B, 701]`` on 1-15 eV step 0.02; IR and Raman ``[B, 3501]`` on
-500-4000 cm^-1 step 1, the QM9S grids) is normalised with ``log10(1 + x)``, unfolded
-into overlapping patches without padding (length/stride 20/10 for UV, 50/25 for IR and
-Raman -> 69 + 139 + 139 = 347 tokens), a random 10 % of each spectrum's patches are
-zeroed in place (exactly ``P - int(P * (1 - r))`` per molecule), each patch is embedded
-by a per-spectrum linear layer plus a learned per-spectrum positional table, and all
-tokens go through one post-norm transformer with BatchNorm and RealFormer residual
-attention scores. Per-spectrum linear heads reconstruct the patch values (masked patch
-reconstruction, MPR) and ``flatten -> linear -> LayerNorm`` gives the spectrum embedding
-that is contrasted with the 3D encoder's molecule embedding.
+Each spectrum (UV-Vis `[B, 701]` on 1-15 eV step 0.02; IR and Raman `[B, 3501]` on
+500-4000 cm^-1 step 1: the QM9S grids of `molspectra_jax.spectra`) is normalised with
+`log10(1 + x)`, unfolded into overlapping patches without padding (length/stride 20/10
+for UV, 50/25 for IR and Raman -> 69 + 139 + 139 = 347 tokens), a random 10 % of each
+spectrum's patches are zeroed in place (exactly `P - int(P * (1 - r))` per molecule),
+each patch is embedded by a per-spectrum linear layer plus a learned per-spectrum
+positional table, and all tokens go through one post-norm transformer with BatchNorm
+and RealFormer residual attention scores. Per-spectrum linear heads reconstruct the
+patch values (masked patch reconstruction, MPR) and `flatten -> linear -> LayerNorm`
+gives the spectrum embedding that is contrasted with the 3D encoder's molecule embedding.
 
-Calling the module::
+Calling the module:
 
     out = SpecFormer(...)(spectra, mask_key=key_or_None, train=bool, mask=real_rows_or_None)
 
-- ``spectra``: ``{name: [B, grid_length]}`` raw intensities (extra keys are ignored).
-- ``mask_key``: PRNG key for the patch mask; ``None`` masks nothing (inference and
-  contrast-only use). Independent of ``train``. Row ``b``'s mask depends only on
-  ``(mask_key, b)``, so padding the batch never changes the masks of real rows.
-- ``train``: BatchNorm uses batch statistics and updates ``batch_stats``; dropout is on.
-- ``mask``: optional ``[B]`` bool, True = real molecule. Padded rows are left out of the
+- `spectra`: `{name: [B, grid_length]}` raw intensities (extra keys are ignored).
+- `mask_key`: PRNG key for the patch mask; `None` masks nothing (inference and
+  contrast-only use). Independent of `train`. Row `b`'s mask depends only on
+  `(mask_key, b)`, so padding the batch never changes the masks of real rows.
+- `train`: BatchNorm uses batch statistics and updates `batch_stats`; dropout is on.
+- `mask`: optional `[B]` bool, True = real molecule. Padded rows are left out of the
   BatchNorm statistics, so they never change the outputs of real rows.
 
-Returns ``{"embedding": [B, embed_dim], "reconstruction": {name: [B, P, patch_len]},
+Returns `{"embedding": [B, embed_dim], "reconstruction": {name: [B, P, patch_len]},
 "patches": {name: [B, P, patch_len]} (normalised targets, before masking),
-"patch_mask": {name: [B, P] bool, True = masked}}``. As in the official code, the
+"patch_mask": {name: [B, P] bool, True = masked}}`. As in the official code, the
 embedding used for the contrastive loss comes from the same (masked) forward pass.
 
-Train step usage (BatchNorm state lives in the ``batch_stats`` collection)::
+Train step usage (BatchNorm state lives in the `batch_stats` collection):
 
     variables = model.init(key, spectra, train=False)    # {"params", "batch_stats"}
     out, updates = model.apply(
@@ -40,11 +40,12 @@ Train step usage (BatchNorm state lives in the ``batch_stats`` collection)::
     loss = losses.multi_spectrum_reconstruction_loss(
         out["reconstruction"], out["patches"], out["patch_mask"], mask=graph_mask)
 
-Under ``jit`` with the batch sharded along a mesh axis (NamedSharding), the BatchNorm
+Under `jit` with the batch sharded along a mesh axis (NamedSharding), the BatchNorm
 mean/variance are reductions over the global array, so statistics span the global batch
-with no ``axis_name``.
+with no `axis_name`.
 """
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import flax.linen as nn
@@ -53,11 +54,15 @@ import jax.numpy as jnp
 import ml_collections
 from flax.core import FrozenDict
 
+from molspectra_jax.spectra import SPECTRA, column
+
 Array = jax.Array
 
-PAPER_GRID_LENGTHS = FrozenDict(uv=701, ir=3501, raman=3501)
-PAPER_PATCH_LENGTHS = FrozenDict(uv=20, ir=50, raman=50)
-PAPER_STRIDES = FrozenDict(uv=10, ir=25, raman=25)
+# The spectrum table's grids and the official patches: uv 701 20/10, ir and raman 3501 50/25.
+PAPER_SPECTRA = tuple(SPECTRA)
+PAPER_GRID_LENGTHS = FrozenDict(column("grid.length"))
+PAPER_PATCH_LENGTHS = FrozenDict(column("patch_length"))
+PAPER_STRIDES = FrozenDict(column("stride"))
 INPUT_NORMS = ("log10", "none")
 NORMS = ("batch", "layer")
 
@@ -74,7 +79,7 @@ def _pos_init(key: Array, shape: Sequence[int], dtype=jnp.float32) -> Array:
 
 
 def num_patches(length: int, patch_len: int, stride: int) -> int:
-    """Number of patches of an unpadded unfold (``torch.Tensor.unfold``)."""
+    """Number of patches of an unpadded unfold (`torch.Tensor.unfold`)."""
     if not 0 < patch_len <= length or stride <= 0:
         raise ValueError(
             f"Need 0 < patch_len <= length and stride > 0, got {patch_len=}, {length=}, {stride=}."
@@ -83,10 +88,10 @@ def num_patches(length: int, patch_len: int, stride: int) -> int:
 
 
 def normalize_spectrum(spectrum: Array, kind: str = "log10") -> Array:
-    """``log10(1 + x)`` of raw intensities (``kind="none"``: identity). Shape preserved.
+    """`log10(1 + x)` of raw intensities (`kind="none"`: identity). Shape preserved.
 
     Intensities are non-negative; negative values (round-off of broadening, garbage in
-    padded rows) are clamped to 0 first, so the log never sees ``1 + x <= 0``.
+    padded rows) are clamped to 0 first, so the log never sees `1 + x <= 0`.
     """
     if kind == "log10":
         return jnp.log10(1.0 + jnp.maximum(spectrum, 0.0))
@@ -96,17 +101,17 @@ def normalize_spectrum(spectrum: Array, kind: str = "log10") -> Array:
 
 
 def patchify(spectrum: Array, patch_len: int, stride: int) -> Array:
-    """Unfolds ``[B, L]`` into ``[B, P, patch_len]``, unpadded (a trailing remainder is dropped)."""
+    """Unfolds `[B, L]` into `[B, P, patch_len]`, unpadded (a trailing remainder is dropped)."""
     n = num_patches(spectrum.shape[-1], patch_len, stride)
     index = jnp.arange(n)[:, None] * stride + jnp.arange(patch_len)[None, :]  # [P, patch_len]
     return spectrum[:, index]  # [B, P, patch_len]
 
 
 def random_patch_mask(key: Array, batch: int, n_patches: int, ratio: float) -> Array:
-    """Boolean ``[B, P]`` mask (True = masked) with exactly ``P - int(P * (1 - ratio))`` per row.
+    """Boolean `[B, P]` mask (True = masked) with exactly `P - int(P * (1 - ratio))` per row.
 
-    As PatchTST's ``random_masking``: the ``int(P * (1 - ratio))`` patches with the
-    smallest uniform noise are kept. Row ``b`` uses ``fold_in(key, b)``, so a row's mask
+    As PatchTST's `random_masking`: the `int(P * (1 - ratio))` patches with the
+    smallest uniform noise are kept. Row `b` uses `fold_in(key, b)`, so a row's mask
     does not depend on the batch size (padding) or on how the batch is sharded.
     """
     n_keep = int(n_patches * (1 - ratio))
@@ -148,7 +153,7 @@ class ResidualAttention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Post-norm transformer layer (PatchTST ``TSTEncoderLayer``) with BatchNorm or LayerNorm."""
+    """Post-norm transformer layer (PatchTST `TSTEncoderLayer`) with BatchNorm or LayerNorm."""
 
     d_model: int
     num_heads: int
@@ -187,11 +192,11 @@ class EncoderLayer(nn.Module):
 class SpecFormer(nn.Module):
     """MolSpectra's SpecFormer; see the module docstring for the call signature and outputs.
 
-    Per-spectrum settings are mappings keyed by spectrum name, so ``spectra`` may be any
+    Per-spectrum settings are mappings keyed by spectrum name, so `spectra` may be any
     subset of their keys (the Table 7 ablations). The defaults are the paper's.
     """
 
-    spectra: Sequence[str] = ("uv", "ir", "raman")
+    spectra: Sequence[str] = PAPER_SPECTRA
     grid_lengths: Mapping[str, int] = PAPER_GRID_LENGTHS
     patch_lengths: Mapping[str, int] = PAPER_PATCH_LENGTHS
     strides: Mapping[str, int] = PAPER_STRIDES
@@ -209,31 +214,24 @@ class SpecFormer(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: ml_collections.ConfigDict) -> "SpecFormer":
-        """Builds the module from a config shaped like :func:`specformer_config`."""
+        """The module from a `config.specformer`-like ConfigDict of its fields, by name.
 
-        def as_map(value):
-            return FrozenDict(value.to_dict() if hasattr(value, "to_dict") else value)
+        Fields the config leaves out keep their defaults. Mappings become FrozenDicts
+        and lists tuples: module fields must be hashable.
 
-        return cls(
-            spectra=tuple(cfg.spectra),
-            grid_lengths=as_map(cfg.grid_lengths),
-            patch_lengths=as_map(cfg.patch_lengths),
-            strides=as_map(cfg.strides),
-            mask_ratio=cfg.mask_ratio,
-            d_model=cfg.d_model,
-            num_heads=cfg.num_heads,
-            d_ff=cfg.d_ff,
-            num_layers=cfg.num_layers,
-            norm=cfg.norm,
-            dropout=cfg.dropout,
-            attn_dropout=cfg.get("attn_dropout", 0.0),
-            embed_dim=cfg.embed_dim,
-            input_norm=cfg.get("input_norm", "log10"),
-            bn_momentum=cfg.get("bn_momentum", 0.9),
-        )
+        Raises:
+          ValueError: the config has fields that SpecFormer lacks.
+        """
+        fields = dict(cfg.items())
+        unknown = set(fields) - {f.name for f in dataclasses.fields(cls) if f.init}
+        if unknown:
+            raise ValueError(
+                f"config.specformer has fields {sorted(unknown)} that SpecFormer lacks"
+            )
+        return cls(**{name: _hashable(value) for name, value in fields.items()})
 
     def patch_counts(self) -> dict[str, int]:
-        """``{name: P}`` tokens per used spectrum (paper: uv 69, ir 139, raman 139)."""
+        """`{name: P}` tokens per used spectrum (paper: uv 69, ir 139, raman 139)."""
         self._validate()
         return {
             name: num_patches(self.grid_lengths[name], self.patch_lengths[name], self.strides[name])
@@ -343,29 +341,14 @@ class SpecFormer(nn.Module):
         }
 
 
-def specformer_config() -> ml_collections.ConfigDict:
-    """Paper defaults (MolSpectra, Sec. 3 and App.; official SpecFormer arguments)."""
-    cfg = ml_collections.ConfigDict()
-    # Subset of ("uv", "ir", "raman") for the Table 7 ablations.
-    cfg.spectra = ("uv", "ir", "raman")
-    # QM9S grids: UV-Vis 1-15 eV step 0.02 eV; IR/Raman 500-4000 cm^-1 step 1 cm^-1.
-    cfg.grid_lengths = dict(PAPER_GRID_LENGTHS)
-    cfg.patch_lengths = dict(PAPER_PATCH_LENGTHS)
-    cfg.strides = dict(PAPER_STRIDES)
-    cfg.mask_ratio = 0.10  # per spectrum, per molecule, exact count
-    cfg.d_model = 128
-    cfg.num_heads = 16
-    cfg.d_ff = 256
-    cfg.num_layers = 3
-    cfg.norm = "batch"  # PatchTST post-norm BatchNorm; "layer" for LayerNorm
-    cfg.dropout = 0.0
-    cfg.attn_dropout = 0.0
-    cfg.embed_dim = 256  # = the 3D encoder's hidden size (contrastive partner)
-    cfg.input_norm = "log10"  # log10(1 + x)
-    cfg.bn_momentum = 0.9  # flax convention; = torch BatchNorm1d momentum 0.1
-    return cfg
-
-
 def build_specformer(cfg: ml_collections.ConfigDict) -> SpecFormer:
-    """``SpecFormer.from_config`` as a function, for model registries."""
+    """`SpecFormer.from_config` as a function, for model registries."""
     return SpecFormer.from_config(cfg)
+
+
+def _hashable(value):
+    if isinstance(value, ml_collections.ConfigDict):
+        value = value.to_dict()
+    if isinstance(value, Mapping):
+        return FrozenDict(value)
+    return tuple(value) if isinstance(value, list) else value

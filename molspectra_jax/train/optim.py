@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -30,3 +32,8 @@ def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
         optax.adamw(learning_rate_schedule(config, total_steps), weight_decay=config.weight_decay)
     )
     return optax.apply_if_finite(optax.chain(*chain), max_consecutive_errors=config.max_bad_steps)
+
+
+def global_norm(grads) -> jax.Array:
+    """sqrt of the sum of squares of every gradient entry (the `grad_norm` metric)."""
+    return jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads)))

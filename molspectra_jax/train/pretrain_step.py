@@ -2,7 +2,7 @@
 
     L = b_denoise * L_denoise + b_mpr * L_mpr + b_contrast * L_contrast
 
-The 3D model runs per device on its own shards (`sharding.per_device`); SpecFormer and
+The 3D model runs per device on its own shards (`sharding.apply_per_device`); SpecFormer and
 the contrastive loss run on global [B, ...] arrays, so BatchNorm statistics and InfoNCE
 negatives span the global batch (XLA inserts the collectives).
 """
@@ -20,44 +20,43 @@ from molspectra_jax.data.batching import GraphBatch
 from molspectra_jax.models.pretrain_model import PretrainModel
 from molspectra_jax.models.specformer import SpecFormer
 from molspectra_jax.train import sharding
+from molspectra_jax.train.optim import global_norm
 from molspectra_jax.train.state import TrainState
 
 
-def apply_pretrain_model(model: PretrainModel, params, batch: GraphBatch, positions, mesh: Mesh):
-    """{"noise": [S, N, 3], "embedding": [S, G, F]} from each device's shards."""
-
-    def local(params, b: GraphBatch, pos):  # leading axis 1: this device's merged shards
-        out = model.apply({"params": params}, b.atomic_numbers[0], pos[0], b.senders[0],
-                          b.receivers[0], b.edge_mask[0], b.atom_mask[0], b.graph_index[0],
-                          b.graph_mask.shape[1])  # fmt: skip
-        return jax.tree.map(lambda x: x[None], out)
-
-    return sharding.per_device(local, mesh)(params, batch, positions)
-
-
 def pretrain_loss(
-    params, batch_stats, batch: GraphBatch, key, *, model: PretrainModel,
-    specformer: SpecFormer | None, loss_config, mesh: Mesh, train: bool = True,
-):  # fmt: skip
+    params,
+    batch_stats,
+    batch: GraphBatch,
+    key: jax.Array,
+    *,
+    model: PretrainModel,
+    specformer: SpecFormer | None,
+    loss_config,
+    mesh: Mesh,
+    train: bool = True,
+):
     """(total, (metrics, new batch_stats)). SpecFormer terms only when it is given.
 
     `train=False` (validation) uses BatchNorm's running statistics and leaves them alone.
     """
-    cfg = loss_config
+    cfg, graph = loss_config, batch.graph
     noise_key, mask_key = jax.random.split(key)
-    atom_mask = batch.atom_mask  # [S, N]
-    noise = cfg.noise_sigma * jax.random.normal(noise_key, batch.positions.shape)
+    atom_mask = graph.atom_mask  # [S, N]
+    noise = cfg.noise_sigma * jax.random.normal(noise_key, graph.positions.shape)
     noise = noise * atom_mask[..., None]  # [S, N, 3] Å; padding atoms stay put
     encoder_params = {k: v for k, v in params.items() if k != "specformer"}
-    out = apply_pretrain_model(model, encoder_params, batch, batch.positions + noise, mesh)
+    noisy = graph.with_positions(graph.positions + noise)
+    out = sharding.apply_per_device(model, encoder_params, noisy, mesh)
     denoise = losses.denoising_loss(
-        out["noise"].reshape(-1, 3), (noise / cfg.noise_sigma).reshape(-1, 3),
+        out["noise"].reshape(-1, 3),
+        (noise / cfg.noise_sigma).reshape(-1, 3),
         mask=atom_mask.reshape(-1),
-    )  # fmt: skip
+    )
     metrics = {"denoising_loss": denoise}
     total = cfg.b_denoise * denoise
     if specformer is not None:
-        graph_mask = batch.graph_mask.reshape(-1)  # [B]
+        graph_mask = graph.graph_mask.reshape(-1)  # [B]
         spectra = {k: v.reshape(graph_mask.shape[0], -1) for k, v in batch.spectra.items()}
         variables = {"params": params["specformer"], "batch_stats": batch_stats}
         if train:
@@ -79,9 +78,12 @@ def pretrain_loss(
         )
         molecule = out["embedding"].reshape(graph_mask.shape[0], -1)  # [B, F]
         contrast, accuracy = losses.info_nce_loss_and_accuracy(
-            molecule, spec["embedding"], temperature=cfg.temperature, symmetric=cfg.symmetric,
+            molecule,
+            spec["embedding"],
+            temperature=cfg.temperature,
+            symmetric=cfg.symmetric,
             mask=graph_mask,
-        )  # fmt: skip
+        )
         metrics.update(mpr_loss=mpr, contrast_loss=contrast, contrast_accuracy=accuracy)
         total = total + cfg.b_mpr * mpr + cfg.b_contrast * contrast
     metrics["loss"] = total
@@ -93,10 +95,11 @@ def pretrain_step(state: TrainState, batch: GraphBatch, **loss_kwargs):
     key = jax.random.fold_in(state.key, state.step)
     grad_fn = jax.value_and_grad(functools.partial(pretrain_loss, **loss_kwargs), has_aux=True)
     (_, (metrics, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch, key)
-    metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads)))
+    metrics["grad_norm"] = global_norm(grads)
     # A non-finite step is skipped by the optimizer (apply_if_finite); keep its BatchNorm
     # statistics out of the state too.
     finite = jnp.isfinite(metrics["loss"])
-    batch_stats = jax.tree.map(lambda new, old: jnp.where(finite, new, old), batch_stats,
-                               state.batch_stats)  # fmt: skip
+    batch_stats = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old), batch_stats, state.batch_stats
+    )
     return state.apply_gradients(grads).replace(batch_stats=batch_stats), metrics

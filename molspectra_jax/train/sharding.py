@@ -17,6 +17,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from molspectra_jax.graph import Graph
+
 
 def initialize_distributed(
     coordinator_address: str | None, num_processes: int | None, process_id: int | None
@@ -75,46 +77,49 @@ def sum_over_hosts(x: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x)).sum(0)
 
 
-def merge_shards(batch):
-    """[S, ...] shards -> one flat graph batch (leading axis 1) with re-based indices.
+def merge_shards(graph: Graph) -> Graph:
+    """[S, ...] shards -> one flat graph ([S*N], [S*E], [S*G]) with re-based indices.
 
     Gathers and segment sums over one flat graph are ~2.5x faster on CPU than the same
     ops batched by `vmap`; indices are shifted so shard s owns atoms s*N:(s+1)*N and
     graphs s*G:(s+1)*G.
     """
-    s, n = batch.atomic_numbers.shape
-    g = batch.graph_mask.shape[1]
+    s, n = graph.atomic_numbers.shape
     atom_base = (jnp.arange(s) * n)[:, None]  # [S, 1]
-    flat = jax.tree.map(lambda x: x.reshape(1, s * x.shape[1], *x.shape[2:]), batch)
+    flat = jax.tree.map(lambda x: x.reshape(s * x.shape[1], *x.shape[2:]), graph)
     return flat._replace(
-        senders=(batch.senders + atom_base).reshape(1, -1),
-        receivers=(batch.receivers + atom_base).reshape(1, -1),
-        graph_index=(batch.graph_index + (jnp.arange(s) * g)[:, None]).reshape(1, -1),
+        senders=(graph.senders + atom_base).reshape(-1),
+        receivers=(graph.receivers + atom_base).reshape(-1),
+        graph_index=(graph.graph_index + (jnp.arange(s) * graph.n_graphs)[:, None]).reshape(-1),
     )
 
 
-def per_device(fn, mesh: Mesh):
-    """Run `fn(params, batch, *arrays)` on each device's own shards, merged into one graph.
+def apply_per_device(model, params, graph: Graph, mesh: Mesh):
+    """`model.apply` on each device's own shards of `graph` [S, ...], merged into one graph.
 
-    `fn` sees a batch with leading axis 1 (this device's shards merged) and returns a
-    pytree of arrays with a leading axis of 1 and per-shard sizes multiplied by S_local
-    along axis 1, which is split back to [S_local, ...]. Gradients w.r.t. the replicated
-    params are summed over devices by shard_map's transpose; no pmean is needed (nor
-    allowed: it would scale gradients by the device count).
+    The model's outputs (per-atom [S_local*N, ...] or per-graph [S_local*G, ...] arrays)
+    are split back to [S, N, ...] / [S, G, ...]. Gradients w.r.t. the replicated params
+    are summed over devices by shard_map's transpose; no pmean is needed (nor allowed: it
+    would scale gradients by the device count).
     """
 
-    def local(params, batch, *arrays):
-        s_local = batch.atomic_numbers.shape[0]
-        out = fn(params, merge_shards(batch), *(a.reshape(1, -1, *a.shape[2:]) for a in arrays))
-        return jax.tree.map(lambda x: x.reshape(s_local, -1, *x.shape[2:]), out)
+    def local(params, graph):
+        s_local = graph.atomic_numbers.shape[0]
+        out = model.apply({"params": params}, merge_shards(graph))
+        return jax.tree.map(lambda x: x.reshape(s_local, -1, *x.shape[1:]), out)
 
-    def run(params, batch, *arrays):
-        specs = (PartitionSpec(), PartitionSpec("data")) + (PartitionSpec("data"),) * len(arrays)
-        return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=PartitionSpec("data"))(
-            params, batch, *arrays
-        )
+    specs = (PartitionSpec(), PartitionSpec("data"))
+    return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=PartitionSpec("data"))(
+        params, graph
+    )
 
-    return run
+
+def shard_count(configured: int) -> int:
+    """Global shards per batch: `configured`, or one per device when 0."""
+    n_shards = configured or jax.device_count()
+    if n_shards % jax.device_count():
+        raise ValueError(f"data.n_shards={n_shards} must be a multiple of {jax.device_count()} devices")
+    return n_shards
 
 
 def jit_step(step_fn, mesh: Mesh):

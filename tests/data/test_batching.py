@@ -1,18 +1,21 @@
 """Static-shape batching of real QM9 molecules: budgets, padding, edges, iteration order."""
 
+import dataclasses
+
+import jax
 import numpy as np
 import pytest
 
 from molspectra_jax.data.batching import (
     BatchIterator,
     Budget,
-    GraphBatch,
     candidate_edges,
     collate,
     make_budget,
     pack_shard,
     padding_fraction,
 )
+from molspectra_jax.graph import Graph
 
 CUTOFF, SKIN = 5.0, 1.0
 
@@ -81,12 +84,13 @@ def test_pack_shard_rejects_molecule_larger_than_budget(qm9_sample, edges):
 def check_batch(batch, dataset, edges, budget):
     """Every static-shape, padding and content convention of one GraphBatch."""
     s_, g_, n_, e_ = budget.n_shards, budget.graphs, budget.atoms, budget.edges
-    assert batch.atomic_numbers.shape == (s_, n_) and batch.positions.shape == (s_, n_, 3)
-    assert batch.senders.shape == batch.receivers.shape == batch.edge_mask.shape == (s_, e_)
-    assert batch.graph_mask.shape == batch.molecule_index.shape == (s_, g_)
+    assert batch.graph.atomic_numbers.shape == (s_, n_) and batch.graph.positions.shape == (s_, n_, 3)
+    assert batch.graph.senders.shape == batch.graph.receivers.shape == batch.graph.edge_mask.shape == (s_, e_)
+    assert batch.graph.graph_mask.shape == batch.molecule_index.shape == (s_, g_)
     assert batch.targets.shape == (s_, g_, dataset.targets.shape[1])
+    assert isinstance(batch.graph, Graph)
     for s in range(s_):
-        atoms, emask, gmask = batch.atom_mask[s], batch.edge_mask[s], batch.graph_mask[s]
+        atoms, emask, gmask = batch.graph.atom_mask[s], batch.graph.edge_mask[s], batch.graph.graph_mask[s]
         # Budgets: one graph slot and one atom slot are always padding.
         assert gmask.sum() <= g_ - 1 and not gmask[-1]
         assert atoms.sum() <= n_ - 1 and not atoms[-1]
@@ -94,26 +98,26 @@ def check_batch(batch, dataset, edges, budget):
         assert np.all(atoms[: atoms.sum()]) and np.all(emask[: emask.sum()])
         assert np.all(gmask[: gmask.sum()])
         # Padding atoms belong to the last graph slot, carry zeros.
-        assert np.all(batch.graph_index[s][~atoms] == g_ - 1)
-        assert np.all(batch.atomic_numbers[s][~atoms] == 0)
-        assert np.all(batch.positions[s][~atoms] == 0)
+        assert np.all(batch.graph.graph_index[s][~atoms] == g_ - 1)
+        assert np.all(batch.graph.atomic_numbers[s][~atoms] == 0)
+        assert np.all(batch.graph.positions[s][~atoms] == 0)
         assert np.all(batch.molecule_index[s][~gmask] == -1)
         # Padding edges are self-loops on the last (padding) atom.
-        assert np.all(batch.senders[s][~emask] == n_ - 1)
-        assert np.all(batch.receivers[s][~emask] == n_ - 1)
+        assert np.all(batch.graph.senders[s][~emask] == n_ - 1)
+        assert np.all(batch.graph.receivers[s][~emask] == n_ - 1)
         # Real edges join real atoms of the same graph: no inter-molecular edges.
-        snd, rcv = batch.senders[s][emask], batch.receivers[s][emask]
+        snd, rcv = batch.graph.senders[s][emask], batch.graph.receivers[s][emask]
         assert np.all(atoms[snd]) and np.all(atoms[rcv]) and np.all(snd != rcv)
-        np.testing.assert_array_equal(batch.graph_index[s][snd], batch.graph_index[s][rcv])
+        np.testing.assert_array_equal(batch.graph.graph_index[s][snd], batch.graph.graph_index[s][rcv])
         # Contents: each graph slot holds exactly its dataset molecule.
         for g in np.nonzero(gmask)[0]:
             m = batch.molecule_index[s, g]
             z, pos = dataset.molecule(m)
-            slots = np.nonzero(atoms & (batch.graph_index[s] == g))[0]
-            np.testing.assert_array_equal(batch.atomic_numbers[s, slots], z)
-            np.testing.assert_array_equal(batch.positions[s, slots], pos)
+            slots = np.nonzero(atoms & (batch.graph.graph_index[s] == g))[0]
+            np.testing.assert_array_equal(batch.graph.atomic_numbers[s, slots], z)
+            np.testing.assert_array_equal(batch.graph.positions[s, slots], pos)
             np.testing.assert_allclose(batch.targets[s, g], dataset.targets[m], rtol=1e-6)
-            in_graph = batch.graph_index[s][snd] == g
+            in_graph = batch.graph.graph_index[s][snd] == g
             local = set(
                 zip(
                     (snd[in_graph] - slots[0]).tolist(),
@@ -138,9 +142,9 @@ def test_tight_budget_packs_by_atoms(qm9_sample, edges):
     seen = []
     for batch in iterator.one_pass():
         check_batch(batch, qm9_sample, edges, budget)
-        assert batch.atom_mask.sum() <= budget.atoms - 1
-        assert batch.edge_mask.sum() <= budget.edges
-        seen.append(batch.graph_mask.sum())
+        assert batch.graph.atom_mask.sum() <= budget.atoms - 1
+        assert batch.graph.edge_mask.sum() <= budget.edges
+        seen.append(batch.graph.graph_mask.sum())
     assert min(seen[:-1]) < budget.graphs - 1  # shards closed early by atoms/edges
 
 
@@ -181,13 +185,9 @@ def test_training_epochs_cover_everything_and_reshuffle(qm9_sample, edges):
 
 
 def assert_same_batch(a, b):
-    for name, x, y in zip(GraphBatch._fields, a, b, strict=True):
-        if name == "spectra":
-            assert x.keys() == y.keys()
-            for k in x:
-                np.testing.assert_array_equal(x[k], y[k])
-        else:
-            np.testing.assert_array_equal(x, y, err_msg=name)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
 
 
 def test_state_restore_resumes_identical_batches(qm9_sample, edges):
@@ -223,11 +223,9 @@ def test_processes_take_disjoint_parts_of_the_global_batch(qm9_sample, edges, sh
             break
         got = [next(part) for part in parts]
         for p, batch in enumerate(got):
-            assert batch.atomic_numbers.shape[0] == 2
+            assert batch.graph.atomic_numbers.shape[0] == 2
             mine = slice(2 * p, 2 * p + 2)
-            fields = {f: getattr(want, f)[mine] for f in GraphBatch._fields if f != "spectra"}
-            spectra = {k: v[mine] for k, v in want.spectra.items()}
-            assert_same_batch(batch, want._replace(**fields, spectra=spectra))
+            assert_same_batch(batch, jax.tree.map(lambda x: x[mine], want))  # noqa: B023
         assert parts[0].state() == parts[1].state() == whole.state()
     with pytest.raises(ValueError, match=r"process_index 2 not in \[0, 2\)"):
         BatchIterator(qm9_sample, edges, budget, process_index=2, process_count=2)
@@ -239,18 +237,18 @@ def test_spectra_and_atom_targets_follow_their_molecules(qm9_sample, edges):
     rng = np.random.default_rng(0)
     spectra = {"ir": rng.normal(size=(len(qm9_sample), 7)).astype(np.float32)}
     forces = rng.normal(size=(qm9_sample.offsets[-1], 3)).astype(np.float32)
-    dataset = qm9_sample.__class__(**{**qm9_sample.__dict__, "atom_targets": forces})
+    dataset = dataclasses.replace(qm9_sample, atom_targets=forces, spectra=spectra)
     budget = make_budget(dataset, edges, batch_size=8)
     shards = [np.array([4, 150, 9])]
-    batch = collate(dataset, edges, shards, budget, spectra)
+    batch = collate(dataset, edges, shards, budget)
     assert batch.spectra["ir"].shape == (1, budget.graphs, 7)
     np.testing.assert_array_equal(batch.spectra["ir"][0, :3], spectra["ir"][[4, 150, 9]])
     assert np.all(batch.spectra["ir"][0, 3:] == 0)
-    slots = np.nonzero(batch.atom_mask[0] & (batch.graph_index[0] == 1))[0]
+    slots = np.nonzero(batch.graph.atom_mask[0] & (batch.graph.graph_index[0] == 1))[0]
     np.testing.assert_array_equal(
         batch.atom_targets[0, slots], forces[dataset.offsets[150] : dataset.offsets[151]]
     )
-    assert np.all(batch.atom_targets[0][~batch.atom_mask[0]] == 0)
+    assert np.all(batch.atom_targets[0][~batch.graph.atom_mask[0]] == 0)
 
 
 def test_padding_fraction(qm9_sample, edges):

@@ -4,7 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from molspectra_jax.data import md17, pipeline
+from molspectra_jax.data import md17, sources
 from molspectra_jax.data.records import DataError
 
 
@@ -33,16 +33,16 @@ def test_md17_split_is_950_50_rest_and_seeded(raw):
     config = ml_collections.ConfigDict(
         dict(source="md17", split_seed=0, n_train=950, n_valid=50, n_test=-1)
     )
-    parts = pipeline.split_dataset(pipeline.load_source(config), config)
-    assert [len(parts[s]) for s in pipeline.SPLITS] == [950, 50, 1000]
-    ids = np.concatenate([parts[s].ids for s in pipeline.SPLITS])
+    parts = sources.finetuning_splits(sources.load(config.source, config), config)
+    assert [len(parts[s]) for s in sources.SPLITS] == [950, 50, 1000]
+    ids = np.concatenate([parts[s].ids for s in sources.SPLITS])
     assert sorted(ids.tolist()) == list(range(2000))
-    assert pipeline.parse_targets("all", "md17") == ("energy",)
+    assert sources.parse_targets("all", "md17") == ("energy",)
     with pytest.raises(ValueError, match=r"unknown target\(s\) \['gap'\]"):
-        pipeline.parse_targets("gap", "md17:aspirin.npz")
+        sources.parse_targets("gap", "md17:aspirin.npz")
     config.n_train = 1990
     with pytest.raises(DataError, match="leaving test frames of 2000; got"):
-        pipeline.split_dataset(pipeline.load_source(config), config)
+        sources.finetuning_splits(sources.load(config.source, config), config)
 
 
 def test_broken_files_are_named(raw, tmp_path):

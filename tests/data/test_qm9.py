@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from molspectra_jax.data import pipeline, qm9
+from molspectra_jax.data import sources, qm9
 from molspectra_jax.data.qm9 import (
     FORMAT_VERSION,
     HARTREE_TO_MEV,
@@ -182,34 +182,34 @@ def _data_config(n_train, n_valid, n_test, seed=0, source="qm9"):
 
 
 def test_split_dataset_prefixes_of_the_full_split(dataset):
-    full = pipeline.split_dataset(dataset, _data_config(-1, -1, -1))
-    assert [len(full[s]) for s in pipeline.SPLITS] == [110_000, 10_000, 10_831]
-    all_ids = np.concatenate([full[s].ids for s in pipeline.SPLITS])
+    full = sources.finetuning_splits(dataset, _data_config(-1, -1, -1))
+    assert [len(full[s]) for s in sources.SPLITS] == [110_000, 10_000, 10_831]
+    all_ids = np.concatenate([full[s].ids for s in sources.SPLITS])
     assert len(np.unique(all_ids)) == len(dataset)
 
-    small = pipeline.split_dataset(dataset, _data_config(1000, 100, 50))
-    assert [len(small[s]) for s in pipeline.SPLITS] == [1000, 100, 50]
-    for s in pipeline.SPLITS:
+    small = sources.finetuning_splits(dataset, _data_config(1000, 100, 50))
+    assert [len(small[s]) for s in sources.SPLITS] == [1000, 100, 50]
+    for s in sources.SPLITS:
         np.testing.assert_array_equal(small[s].ids, full[s].ids[: len(small[s])])
         np.testing.assert_array_equal(small[s].targets, full[s].targets[: len(small[s])])
 
-    again = pipeline.split_dataset(dataset, _data_config(1000, 100, 50))
+    again = sources.finetuning_splits(dataset, _data_config(1000, 100, 50))
     np.testing.assert_array_equal(again["train"].ids, small["train"].ids)
-    other = pipeline.split_dataset(dataset, _data_config(1000, 100, 50, seed=1))
+    other = sources.finetuning_splits(dataset, _data_config(1000, 100, 50, seed=1))
     assert not np.array_equal(other["test"].ids, small["test"].ids)
 
 
 def test_split_dataset_small_source_and_empty_split(qm9_sample):
     sdf = dict(source="sdf:molecules.sdf")
-    parts = pipeline.split_dataset(qm9_sample, _data_config(-1, -1, -1, **sdf))
-    assert [len(parts[s]) for s in pipeline.SPLITS] == [167, 15, 18]  # 110:10:rest of 200
+    parts = sources.finetuning_splits(qm9_sample, _data_config(-1, -1, -1, **sdf))
+    assert [len(parts[s]) for s in sources.SPLITS] == [167, 15, 18]  # 110:10:rest of 200
     with pytest.raises(DataError, match="the valid split is empty"):
-        pipeline.split_dataset(qm9_sample, _data_config(-1, 0, -1, **sdf))
+        sources.finetuning_splits(qm9_sample, _data_config(-1, 0, -1, **sdf))
 
 
 def test_parse_targets():
-    assert pipeline.parse_targets("gap") == ("gap",)
-    assert pipeline.parse_targets("homo, lumo") == ("homo", "lumo")
-    assert pipeline.parse_targets("all") == TARGET_NAMES
+    assert sources.parse_targets("gap", "qm9") == ("gap",)
+    assert sources.parse_targets("homo, lumo", "qm9") == ("homo", "lumo")
+    assert sources.parse_targets("all", "qm9") == TARGET_NAMES
     with pytest.raises(ValueError, match=r"unknown target\(s\) \['gpa'\]"):
-        pipeline.parse_targets("gap,gpa")
+        sources.parse_targets("gap,gpa", "qm9")

@@ -5,12 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from molspectra_jax.data import records
 from molspectra_jax.data.records import (
     DataError,
     MoleculeDataset,
     MoleculeRecord,
-    atomic_save_npz,
     check_molecule,
     from_records,
     split_indices,
@@ -141,22 +139,6 @@ def test_save_load_round_trip(tmp_path, small):
     assert os.listdir(tmp_path / "sub") == ["set.npz"]  # no temporary files left
 
 
-def test_atomic_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
-    path = str(tmp_path / "a.npz")
-    atomic_save_npz(path, x=np.arange(3))
-
-    def broken_savez(*args, **kwargs):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(records.np, "savez", broken_savez)
-    with pytest.raises(RuntimeError, match="disk full"):
-        atomic_save_npz(path, x=np.arange(5))
-    monkeypatch.undo()
-    with np.load(path) as f:
-        np.testing.assert_array_equal(f["x"], np.arange(3))
-    assert os.listdir(tmp_path) == ["a.npz"]
-
-
 def test_check_molecule_messages():
     z, pos = np.array([6, 1, 1, 1, 1]), METHANE.positions
     check_molecule("f.sdf", "3", z, pos)  # fine
@@ -201,7 +183,7 @@ def test_pcqm4mv2_style_sdf_geometries_get_hydrogens(tmp_path):
     from rdkit import Chem
     from rdkit.Chem import AllChem
 
-    from molspectra_jax.data.pretrain_data import load_geometries
+    from molspectra_jax.data import sources
 
     path = tmp_path / "pcqm4m-v2-train.sdf"
     with Chem.SDWriter(str(path)) as writer:
@@ -210,6 +192,6 @@ def test_pcqm4mv2_style_sdf_geometries_get_hydrogens(tmp_path):
             AllChem.EmbedMolecule(mol, randomSeed=0)
             writer.write(Chem.RemoveHs(mol))
     config = ml_collections.ConfigDict(dict(source=f"sdf:{path}", elements=(1, 6, 7, 8)))
-    dataset = load_geometries(config)
+    dataset = sources.load(config.source, config)
     assert len(dataset) == 2
     assert list(dataset.n_atoms) == [19, 20]  # C8H9NO and C5H10O5 with explicit H

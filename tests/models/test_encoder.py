@@ -5,10 +5,13 @@ import functools
 import e3nn_jax as e3nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from molspectra_jax.data.batching import Budget, candidate_edges, collate
+from molspectra_jax.graph import Graph
+from molspectra_jax.models import ENCODERS, build_encoder
 from molspectra_jax.models.encoder import EquivariantTransformer, as_irreps, inverse_sqrt_spd
 
 ATOL = 2e-4  # float32 through 3 layers of attention
@@ -20,10 +23,10 @@ def _encoder(vector_norm="whitened"):
     )
 
 
-def _shard(dataset, rows, budget):
+def _shard(dataset, rows, budget) -> Graph:
     edges = candidate_edges(dataset, 6.0)
     batch = collate(dataset, edges, [np.asarray(rows)], budget)
-    return jax.tree.map(lambda x: jnp.asarray(x[0]), batch)
+    return jax.tree.map(lambda x: jnp.asarray(x[0]), batch.graph)
 
 
 @functools.lru_cache
@@ -31,16 +34,9 @@ def _jitted_apply(model):
     return jax.jit(model.apply)
 
 
-def _apply(model, params, shard, positions=None):
-    return _jitted_apply(model)(
-        params,
-        shard.atomic_numbers,
-        shard.positions if positions is None else positions,
-        shard.senders,
-        shard.receivers,
-        shard.edge_mask,
-        shard.atom_mask,
-    )
+def _apply(model, params, shard: Graph, positions=None):
+    graph = shard if positions is None else shard.with_positions(positions)
+    return _jitted_apply(model)(params, graph)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +50,7 @@ def setup(qm9_sample):
 def test_rotation_inversion_equivariance(setup, vector_norm):
     _, shard = setup
     model = _encoder(vector_norm)
-    params = jax.jit(model.init)(jax.random.key(0), *_args(shard))
+    params = _init(model, shard)
 
     def f(positions: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
         return as_irreps(*_apply(model, params, shard, positions.array))
@@ -67,7 +63,7 @@ def test_rotation_inversion_equivariance(setup, vector_norm):
 def test_translation_invariance(setup):
     _, shard = setup
     model = _encoder()
-    params = jax.jit(model.init)(jax.random.key(0), *_args(shard))
+    params = _init(model, shard)
     x0, v0 = _apply(model, params, shard)
     x1, v1 = _apply(model, params, shard, shard.positions + jnp.array([3.0, -7.0, 11.0]))
     # Shifted float32 coordinates round differently (ulp ~1e-6 Å at 11 Å): looser atol.
@@ -91,7 +87,7 @@ def test_permutation_equivariance(setup):
     )
     budget = Budget(1, graphs=2, atoms=40, edges=1000)
     a, b = _shard(one, [0], budget), _shard(permuted, [0], budget)
-    params = jax.jit(model.init)(jax.random.key(0), *_args(a))
+    params = _init(model, a)
     xa, va = _apply(model, params, a)
     xb, vb = _apply(model, params, b)
     n = len(z)
@@ -104,7 +100,7 @@ def test_padding_and_batch_composition_do_not_change_outputs(setup):
     model = _encoder()
     small = _shard(dataset, [7], Budget(1, graphs=2, atoms=30, edges=900))
     big = _shard(dataset, [3, 9, 7, 11], Budget(1, graphs=9, atoms=200, edges=5000))
-    params = jax.jit(model.init)(jax.random.key(0), *_args(small))
+    params = _init(model, small)
     n = int(dataset.n_atoms[7])
     start = int(dataset.n_atoms[[3, 9]].sum())  # molecule 7 is third in `big`
     xs, vs = _apply(model, params, small)
@@ -117,11 +113,32 @@ def test_padding_and_batch_composition_do_not_change_outputs(setup):
 def test_gradients_finite_with_padding(setup):
     _, shard = setup
     model = _encoder()
-    params = jax.jit(model.init)(jax.random.key(0), *_args(shard))
+    params = _init(model, shard)
     grads = jax.grad(lambda p, pos: _apply(model, p, shard, pos)[0].sum(), argnums=(0, 1))(
         params, shard.positions
     )
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_every_registered_encoder_keeps_the_contract(setup, name):
+    """The contract of `molspectra_jax.models`: built from `hidden` and `cutoff` alone,
+    Graph -> (scalars [N, F], vectors [N, 3, F]), equivariant, zero on padding atoms."""
+    _, shard = setup
+    model = build_encoder(ml_collections.ConfigDict(dict(name=name, hidden=16, cutoff=5.0)))
+    params = _init(model, shard)
+    x, vec = _apply(model, params, shard)
+    n = shard.atomic_numbers.shape[0]
+    assert x.shape == (n, 16) and vec.shape == (n, 3, 16)
+    padding = ~np.asarray(shard.atom_mask)
+    assert not np.any(x[padding]) and not np.any(vec[padding])
+
+    def f(positions: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
+        return as_irreps(*_apply(model, params, shard, positions.array))
+
+    e3nn.utils.assert_equivariant(
+        f, jax.random.key(1), e3nn.IrrepsArray("1o", shard.positions), atol=ATOL, rtol=ATOL
+    )
 
 
 def test_inverse_sqrt_spd_matches_eigendecomposition():
@@ -132,12 +149,5 @@ def test_inverse_sqrt_spd_matches_eigendecomposition():
     np.testing.assert_allclose(inverse_sqrt_spd(jnp.asarray(spd)), expected, rtol=1e-3, atol=1e-3)
 
 
-def _args(shard):
-    return (
-        shard.atomic_numbers,
-        shard.positions,
-        shard.senders,
-        shard.receivers,
-        shard.edge_mask,
-        shard.atom_mask,
-    )
+def _init(model, shard: Graph):
+    return jax.jit(model.init)(jax.random.key(0), shard)

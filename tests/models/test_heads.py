@@ -18,27 +18,22 @@ ATOL = 2e-4
 def shard(qm9_sample):
     edges = candidate_edges(qm9_sample, 6.0)
     batch = collate(qm9_sample, edges, [np.arange(4)], Budget(1, 5, 120, 3000))
-    return jax.tree.map(lambda x: jnp.asarray(x[0]), batch)
+    return jax.tree.map(lambda x: jnp.asarray(x[0]), batch.graph)
 
 
 def _encoder():
     return EquivariantTransformer(hidden=32, num_layers=2, num_heads=4, num_rbf=16)
 
 
-def _args(s, positions):
-    return (s.atomic_numbers, positions, s.senders, s.receivers, s.edge_mask, s.atom_mask,
-            s.graph_index, s.graph_mask.shape[0])  # fmt: skip
 
 
 def test_denoising_head_is_equivariant_and_embedding_invariant(shard):
     model = PretrainModel(_encoder())
-    params = jax.jit(model.init, static_argnums=8)(
-        jax.random.key(0), *_args(shard, shard.positions)
-    )
-    apply = jax.jit(model.apply, static_argnums=8)
+    params = jax.jit(model.init)(jax.random.key(0), shard)
+    apply = jax.jit(model.apply)
 
     def f(positions: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
-        out = apply(params, *_args(shard, positions.array))
+        out = apply(params, shard.with_positions(positions.array))
         return e3nn.concatenate([
             e3nn.IrrepsArray("1o", out["noise"]),
             e3nn.IrrepsArray(f"{out['embedding'].shape[-1]}x0e",
@@ -52,14 +47,12 @@ def test_denoising_head_is_equivariant_and_embedding_invariant(shard):
 @pytest.mark.parametrize("heads", [("scalar",), ("dipole",), ("spatial_extent",)])
 def test_property_heads_are_invariant(shard, heads):
     model = PropertyModel(_encoder(), heads=heads, noise_head=True)
-    params = jax.jit(model.init, static_argnums=8)(
-        jax.random.key(0), *_args(shard, shard.positions)
-    )
-    apply = jax.jit(model.apply, static_argnums=8)
+    params = jax.jit(model.init)(jax.random.key(0), shard)
+    apply = jax.jit(model.apply)
     rotation = jnp.asarray(e3nn.rand_matrix(jax.random.key(2), ()))  # proper rotation
     shift = jnp.array([1.0, -2.0, 0.5])
-    a = apply(params, *_args(shard, shard.positions))
-    b = apply(params, *_args(shard, shard.positions @ rotation.T + shift))
+    a = apply(params, shard)
+    b = apply(params, shard.with_positions(shard.positions @ rotation.T + shift))
     real = np.asarray(shard.graph_mask)
     np.testing.assert_allclose(a["raw"][real], b["raw"][real], atol=1e-3, rtol=1e-4)
     np.testing.assert_allclose(a["noise"] @ rotation.T, b["noise"], atol=1e-3)

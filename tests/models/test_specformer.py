@@ -3,17 +3,18 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
+from configs.pretrain_qm9s import specformer_config
 from molspectra_jax import losses
 from molspectra_jax.models.specformer import (
     SpecFormer,
     build_specformer,
     patchify,
     random_patch_mask,
-    specformer_config,
 )
 
 GRIDS = {"uv": 701, "ir": 3501, "raman": 3501}
@@ -106,6 +107,17 @@ def test_paper_config_has_347_tokens_and_paper_shapes():
 
 def test_defaults_are_the_paper_config():
     assert SpecFormer() == build_specformer(specformer_config())
+
+
+def test_from_config_maps_fields_and_names_unknown_ones():
+    cfg = ml_collections.ConfigDict(dict(spectra=["ir"], d_model=32, strides={"ir": 50}))
+    model = build_specformer(cfg)
+    assert model.spectra == ("ir",) and model.d_model == 32 and model.d_ff == SpecFormer.d_ff
+    assert model.strides == {"ir": 50}
+    hash(model.strides)  # module fields must be hashable (lists, dicts are converted)
+    assert model.patch_counts() == {"ir": 70}  # (3501 - 50) // 50 + 1
+    with pytest.raises(ValueError, match=r"fields \['d_modle'\] that SpecFormer lacks"):
+        build_specformer(ml_collections.ConfigDict(dict(d_modle=32)))
 
 
 def test_patchify_matches_unfold():

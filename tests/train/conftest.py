@@ -1,52 +1,35 @@
-"""Fixtures for train tests: a tiny model, its state and real QM9 batches."""
-
-import functools
+"""Fixtures for train tests: a tiny fine-tuning run on 200 real QM9 molecules, built by
+`finetune.setup` as production builds it (residual targets, host-side offsets)."""
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import pytest
 
 from configs import test as test_config
-from molspectra_jax.data.batching import BatchIterator, candidate_edges, make_budget
-from molspectra_jax.data.statistics import target_statistics
-from molspectra_jax.models.property_model import TargetStats
-from molspectra_jax.train.finetune import build_model, init_params
+from molspectra_jax.train import finetune
 from molspectra_jax.train.optim import make_optimizer
-from molspectra_jax.train.sharding import make_mesh, replicated
+from molspectra_jax.train.sharding import make_mesh, replicate
 from molspectra_jax.train.state import TrainState
-from molspectra_jax.train.step import train_step
+
+
+def _tiny_config(**loss):
+    config = test_config.get_config()
+    config.target = "gap"
+    config.data.update(n_train=200, n_valid=32, n_test=32, batch_size=32)
+    config.loss.update(**loss)
+    return config
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    """Everything a step needs: config, model, stats, iterator over 200 real molecules."""
-    from molspectra_jax.data.qm9 import load_qm9
+    """A `Run`: its state, pure step, iterators over 200 train molecules."""
+    return finetune.setup(_tiny_config(), make_mesh())
 
-    config = test_config.get_config()
-    targets = ("gap",)
-    dataset = load_qm9(verbose=False).subset(np.arange(1000, 1200)).select_targets(targets)
-    edges = candidate_edges(dataset, config.model.cutoff + config.data.skin)
-    budget = make_budget(dataset, edges, 32, 1)
-    mean, std = target_statistics(dataset, targets, np.zeros((config.model.max_z, 1)))
-    stats = TargetStats(
-        jnp.asarray(mean, jnp.float32),
-        jnp.asarray(std, jnp.float32),
-        jnp.zeros((config.model.max_z, 1)),
-    )
-    model, molecule_level = build_model(config, targets)
-    return ml_collections.ConfigDict(
-        dict(
-            config=config,
-            dataset=dataset,
-            edges=edges,
-            budget=budget,
-            stats=stats,
-            model=model,
-            molecule_level=molecule_level,
-        )
-    )
+
+@pytest.fixture
+def tiny_config():
+    """`configs/test.py` on 200 train molecules of `gap`; kwargs override `config.loss`."""
+    return _tiny_config
 
 
 @pytest.fixture
@@ -54,14 +37,10 @@ def make_state():
     return _make_state
 
 
-@pytest.fixture
-def step_fn():
-    return _step_fn
-
-
-def _make_state(tiny, learning_rate=3e-3, num_steps=300, model=None):
-    iterator = BatchIterator(tiny.dataset, tiny.edges, tiny.budget, seed=0)
-    params = init_params(model or tiny.model, next(iterator), jax.random.PRNGKey(0))
+def _make_state(run, learning_rate=3e-3, num_steps=300):
+    """The run's initial params with a fresh optimizer, committed and replicated as the
+    loop does: the step's outputs look the same, so the second call reuses the first
+    executable."""
     optim = ml_collections.ConfigDict(
         dict(
             learning_rate=learning_rate,
@@ -72,20 +51,6 @@ def _make_state(tiny, learning_rate=3e-3, num_steps=300, model=None):
             max_bad_steps=5,
         )
     )
-    state = TrainState.create(params, make_optimizer(optim, num_steps), jax.random.PRNGKey(1))
-    # Committed and replicated, as the run loop does: the step's outputs look the same,
-    # so the second call reuses the first executable.
-    return jax.device_put(state, replicated(make_mesh()))
-
-
-def _step_fn(tiny, noise_weight=0.0, model=None):
-    return functools.partial(
-        train_step,
-        model=model or tiny.model,
-        stats=tiny.stats,
-        molecule_level=tiny.molecule_level,
-        loss_kind="mse",
-        noise_sigma=0.005,
-        noise_weight=noise_weight,
-        mesh=make_mesh(),
-    )
+    tx = make_optimizer(optim, num_steps)
+    state = TrainState.create(run.state.params, tx, jax.random.PRNGKey(1))
+    return replicate(state, run.mesh)

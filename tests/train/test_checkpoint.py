@@ -6,7 +6,6 @@ import jax
 import numpy as np
 import pytest
 
-from molspectra_jax.data.batching import BatchIterator
 from molspectra_jax.train.checkpoint import Checkpointer, CheckpointError, check_finite
 
 
@@ -25,10 +24,10 @@ def _assert_trees_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_save_restore_is_identical(tiny, make_state, step_fn, tmp_path):
+def test_save_restore_is_identical(tiny, make_state, tmp_path):
     state = make_state(tiny)
-    fn = jax.jit(step_fn(tiny))
-    iterator = BatchIterator(tiny.dataset, tiny.edges, tiny.budget, seed=0)
+    fn = jax.jit(tiny.train_step)
+    iterator = tiny.iterators["train"]
     for _ in range(3):  # non-trivial Adam moments
         state, _ = fn(state, next(iterator))
     ckpt = Checkpointer(str(tmp_path))

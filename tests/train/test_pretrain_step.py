@@ -10,9 +10,6 @@ import numpy as np
 import pytest
 
 from configs import test_pretrain
-from molspectra_jax.models import build_encoder
-from molspectra_jax.models.pretrain_model import PretrainModel
-from molspectra_jax.models.specformer import build_specformer
 from molspectra_jax.train import pretrain, sharding
 from molspectra_jax.train.pretrain_step import pretrain_loss, pretrain_step
 
@@ -22,14 +19,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.fixture(scope="module")
 def setup():
     config = test_pretrain.get_config()
-    train_iterator, _ = pretrain.load_data(config)
-    model = PretrainModel(build_encoder(config.model))
-    specformer = build_specformer(config.specformer)
-    first = next(train_iterator)
-    state = pretrain.init_state(config, model, specformer, first, jax.random.PRNGKey(0))
-    mesh = sharding.make_mesh()
-    kwargs = dict(model=model, specformer=specformer, loss_config=config.loss, mesh=mesh)
-    return config, train_iterator, state, mesh, kwargs, first
+    run = pretrain.setup(config, sharding.make_mesh())
+    first = next(run.iterators["train"])
+    task = run.task
+    kwargs = dict(model=task.model, specformer=task.specformer, loss_config=config.loss,
+                  mesh=run.mesh)  # fmt: skip
+    return config, run.iterators["train"], run.state, run.mesh, kwargs, first
 
 
 def test_four_devices_match_one_device(tmp_path):

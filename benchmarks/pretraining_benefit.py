@@ -52,13 +52,19 @@ def main(argv):
             c.data.shuffle_seed = int(seed)
             c.data.n_train, c.data.n_test = _N_TRAIN.value, 10_000
             c.loss.noise_weight = 0.1 if path else 0.0  # noisy nodes with a pre-trained head
-            c.train.update(num_steps=_FINETUNE.value, eval_every=_FINETUNE.value // 5,
-                           checkpoint_every=_FINETUNE.value, progress_bar=False)  # fmt: skip
+            c.train.update(
+                num_steps=_FINETUNE.value,
+                eval_every=_FINETUNE.value // 5,
+                checkpoint_every=_FINETUNE.value,
+                progress_bar=False,
+            )
             c.optim.warmup_steps = _FINETUNE.value // 10
             out = finetune.train_and_evaluate(c, os.path.join(root, f"{init}_seed{seed}"))
             results.setdefault(init, []).append(out["test_mae"][_TARGET.value])
-            summary = {k: {"mae": v, "mean": float(np.mean(v)), "std": float(np.std(v))}
-                       for k, v in results.items()}  # fmt: skip
+            summary = {
+                k: {"mae": v, "mean": float(np.mean(v)), "std": float(np.std(v))}
+                for k, v in results.items()
+            }
             with open(_SUMMARY.value or os.path.join(root, "comparison.json"), "w") as f:
                 json.dump(
                     {

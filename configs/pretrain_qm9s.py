@@ -1,4 +1,4 @@
-"""MolSpectra pre-training (DESIGN.md "Faithfulness").
+"""MolSpectra pre-training, stages 1 and 2, with the official scripts' settings.
 
   # stage 1: denoising on geometries (paper: PCQM4Mv2, 400k steps, batch 70)
   python -m experiments.pretrain --config configs/pretrain_qm9s.py --config.stage=1 \

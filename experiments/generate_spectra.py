@@ -3,56 +3,52 @@
   python -m experiments.generate_spectra --source qm9 --limit 2000 --out spectra/
   python -m experiments.generate_spectra --source smiles --input mols.smi --out my_spectra/
   python -m experiments.generate_spectra --source qm9 --limit 100000 --out big/ \\
-      --dask-scheduler tcp://scheduler:8786
+      --dask_scheduler tcp://scheduler:8786
 
-Re-running the same command resumes: finished molecules are skipped.
+Re-running the same command resumes: finished molecules are skipped. Flags are absl's,
+spelled with underscores: --shard_size, --dask_scheduler, --no_progress.
 """
 
-import argparse
 import json
 import os
-import sys
+
+from absl import app, flags
 
 from molspectra_jax.data import sources
-from molspectra_jax.spectroscopy import generate
+from molspectra_jax.spectroscopy import components, generate
+
+_SOURCE = flags.DEFINE_enum("source", "qm9", sources.SOURCES, "Molecule source.")
+_INPUT = flags.DEFINE_string("input", None, "SDF/XYZ/SMILES file (for --source sdf|xyz|smiles).")
+_LIMIT = flags.DEFINE_integer("limit", None, "First N molecules of the source.")
+_SEED = flags.DEFINE_integer("seed", sources.EMBEDDED_SEED, "QM9 order seed.")
+_OUT = flags.DEFINE_string("out", None, "Store folder (created; resumed if present).")
+_COMPONENTS = flags.DEFINE_list("components", list(components.names()), "Store components.")
+_SHARD_SIZE = flags.DEFINE_integer("shard_size", 100, "Molecules per shard.")
+_WORKERS = flags.DEFINE_integer("workers", None, "Local processes (default: cores).")
+_DASK = flags.DEFINE_string("dask_scheduler", None, "Run on this Dask scheduler instead.")
+_NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "No progress bar.")
+flags.mark_flag_as_required("out")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--source", choices=sources.SOURCES, default="qm9")
-    p.add_argument("--input", help="SDF/XYZ/SMILES file (for --source sdf|xyz|smiles)")
-    p.add_argument("--limit", type=int, default=None, help="first N molecules of the source")
-    p.add_argument("--seed", type=int, default=sources.EMBEDDED_SEED, help="QM9 order seed")
-    p.add_argument("--out", required=True, help="store folder (created; resumed if present)")
-    p.add_argument("--components", default="vib,uv", help="comma list of: vib, uv")
-    p.add_argument("--shard-size", type=int, default=100)
-    p.add_argument("--workers", type=int, default=None, help="local processes (default: cores)")
-    p.add_argument("--dask-scheduler", default=None, help="run on this Dask scheduler instead")
-    p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    source = sources.make_source(args.source, args.input, args.limit, args.seed)
+def run(source, out: str, *, components, shard_size, workers, dask_scheduler, progress) -> int:
+    """Compute the sticks of a `sources.make_source` source into the store `out`."""
     settings = generate.GenerationSettings(
-        components=tuple(c.strip() for c in args.components.split(",") if c.strip()),
-        shard_size=args.shard_size,
+        components=tuple(c.strip() for c in components if c.strip()), shard_size=shard_size
     )
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(out, exist_ok=True)
     if source.names is not None:
-        with open(os.path.join(args.out, "names.json"), "w") as f:
+        with open(os.path.join(out, "names.json"), "w") as f:
             json.dump(dict(zip(map(int, source.ids), source.names, strict=True)), f)
     print(f"{len(source.ids)} molecules from {source.label}; components {settings.components}")
     summary = generate.generate(
         source.ids,
         source.get,
-        args.out,
+        out,
         settings,
         source=source.label,
-        workers=args.workers,
-        dask_scheduler=args.dask_scheduler,
-        progress=not args.no_progress,
+        workers=workers,
+        dask_scheduler=dask_scheduler,
+        progress=progress,
     )
     rate = 3600 * summary.computed / len(settings.components) / max(summary.seconds, 1e-9)
     print(
@@ -64,5 +60,20 @@ def main(argv=None) -> int:
     return 0
 
 
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    source = sources.make_source(_SOURCE.value, _INPUT.value, _LIMIT.value, _SEED.value)
+    return run(
+        source,
+        _OUT.value,
+        components=_COMPONENTS.value,
+        shard_size=_SHARD_SIZE.value,
+        workers=_WORKERS.value,
+        dask_scheduler=_DASK.value,
+        progress=not _NO_PROGRESS.value,
+    )
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    app.run(main)

@@ -1,6 +1,6 @@
 """Pre-train the encoder (stage 1: denoising; stage 2: + spectra).
 
-  python -m experiments.pretrain --config configs/pretrain_qm9s.py --workdir workdirs/pt
+python -m experiments.pretrain --config configs/pretrain_qm9s.py --workdir workdirs/pt
 """
 
 from experiments import launch

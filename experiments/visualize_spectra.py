@@ -1,10 +1,9 @@
-"""Plot the UV-Vis, IR and Raman spectra of a few molecules of a spectra store.
+"""Plot every spectrum of the spectrum table for a few molecules of a spectra store.
 
 python -m experiments.visualize_spectra --out docs/spectra_examples.png
 """
 
-import argparse
-import sys
+import re
 from collections import Counter
 
 import matplotlib
@@ -12,15 +11,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
 
-from molspectra_jax.spectroscopy import broadening, embedded  # noqa: E402
+from molspectra_jax.spectra import SPECTRA  # noqa: E402
+from molspectra_jax.spectroscopy import embedded  # noqa: E402
+
+_SPECTRA = flags.DEFINE_string("spectra", embedded.embedded_spectra_dir(), "Store folder.")
+_MOLECULES = flags.DEFINE_integer("molecules", 4, "How many (first N of the set).")
+_OUT = flags.DEFINE_string("out", "docs/spectra_examples.png", "Image file.")
 
 SYMBOLS = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F"}
-PANELS = (
-    ("uv", "UV-Vis (B3LYP TDA-ris)", "energy (eV)", "1/eV"),
-    ("ir", "IR (GFN2-xTB)", "wavenumber (cm$^{-1}$)", "km/mol/cm$^{-1}$"),
-    ("raman", "Raman (GFN2-xTB)", "wavenumber (cm$^{-1}$)", "Å$^4$/amu/cm$^{-1}$"),
-)
+X_MAX = {"uv": 10.5}  # TDA-ris states stop at 10 eV (ElectronicSettings.max_energy)
 
 
 def formula(atomic_numbers) -> str:
@@ -30,32 +31,29 @@ def formula(atomic_numbers) -> str:
     return "".join(f"{k}{counts[k] if counts[k] > 1 else ''}" for k in order if k in counts)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--spectra", default=embedded.embedded_spectra_dir(), help="store folder")
-    p.add_argument("--molecules", type=int, default=4, help="how many (first N of the set)")
-    p.add_argument("--out", default="docs/spectra_examples.png")
-    args = p.parse_args(argv)
+def _tex(unit: str) -> str:
+    return re.sub(r"\^(-?\d+)", r"$^{\1}$", unit)  # cm^-1 -> cm$^{-1}$
 
-    spectra = embedded.load_spectra(args.spectra)
-    rows = np.arange(min(args.molecules, len(spectra)))
+
+def run(spectra_dir: str, molecules: int, out: str) -> int:
+    """Plot the first `molecules` of the store `spectra_dir` into the image `out`."""
+    spectra = embedded.load_spectra(spectra_dir)
+    rows = np.arange(min(molecules, len(spectra)))
     batch = embedded.broaden_batch(spectra, rows)
-    config = broadening.BroadeningConfig()
-    grids = {"uv": broadening.uv_grid(config), "ir": broadening.vib_grid(config)}
-    grids["raman"] = grids["ir"]
-    fig, axes = plt.subplots(len(rows), 3, figsize=(13, 2.2 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(SPECTRA), figsize=(13, 2.2 * len(rows)), squeeze=False)
     for r, m in enumerate(rows):
         label = f"QM9 {spectra.ids[m]}  {formula(spectra.molecule(m)[0])}"
-        for c, (key, title, xlabel, unit) in enumerate(PANELS):
-            ax = axes[r, c]
-            ax.plot(grids[key], batch[key][r], lw=0.8, color=f"C{c}")
-            ax.set_xlim(grids[key][0], 10.5 if key == "uv" else grids[key][-1])
-            ax.set_ylabel(unit, fontsize=7)
+        for c, t in enumerate(SPECTRA.values()):
+            ax, grid = axes[r, c], t.grid.points()
+            ax.plot(grid, batch[t.name][r], lw=0.8, color=f"C{c}")
+            ax.set_xlim(grid[0], X_MAX.get(t.name, grid[-1]))
+            ax.set_ylabel(_tex(t.intensity_unit), fontsize=7)
             ax.tick_params(labelsize=7)
             if r == 0:
-                ax.set_title(title, fontsize=9)
+                method = spectra.metadata[t.sticks.component].get("method", {}).get("theory", "")
+                ax.set_title(f"{t.label} ({method})", fontsize=9)
             if r == len(rows) - 1:
-                ax.set_xlabel(xlabel, fontsize=8)
+                ax.set_xlabel(f"{t.grid.quantity} ({_tex(t.grid.unit)})", fontsize=8)
             if c == 0:
                 ax.text(0.02, 0.85, label, transform=ax.transAxes, fontsize=8)
     fig.suptitle(
@@ -63,10 +61,16 @@ def main(argv=None) -> int:
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(args.out, dpi=110)
-    print(f"wrote {args.out}")
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
     return 0
 
 
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    return run(_SPECTRA.value, _MOLECULES.value, _OUT.value)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    app.run(main)

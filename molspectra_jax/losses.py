@@ -108,7 +108,7 @@ def denoising_loss(predicted_noise: Array, noise: Array, *, mask: Array | None =
       Scalar mean squared error; 0 if every atom is masked.
 
     Example:
-      >>> loss = denoising_loss(model_out, eps / 0.04, mask=batch.node_mask)
+      >>> loss = denoising_loss(model_out, eps / 0.04, mask=batch.graph.atom_mask)
     """
     _check_same_shape(predicted_noise, noise, "predicted_noise", "noise")
     if predicted_noise.ndim != 2 or predicted_noise.shape[-1] != 3:

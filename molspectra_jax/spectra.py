@@ -24,7 +24,7 @@ class Sticks:
     """Where a spectrum's sticks are in the spectra store.
 
     Attributes:
-      component: store component holding them ("vib" or "uv").
+      component: store component holding them, e.g. "vib" (`spectroscopy/components.py`).
       centers: store field of the stick positions (in the grid's unit after `scale`).
       weights: store field of the stick intensities.
       weights_unit: unit of the weights, "" if dimensionless.

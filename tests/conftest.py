@@ -1,5 +1,7 @@
 """Shared pytest fixtures: PRNG keys and NaN/Inf trapping, as e3nn-jax's tests do."""
 
+import sys
+
 import jax
 import pytest
 
@@ -33,3 +35,14 @@ def pytest_addoption(parser):
         action="store_true",
         help="rewrite tests/goldens/*.npz from the current code instead of comparing",
     )
+
+
+@pytest.fixture(scope="session")
+def experiment_command():
+    """`(module, config, workdir, *overrides) -> argv` of `python -m experiments.<module>`."""
+
+    def command(module: str, config: str, workdir, *overrides: str) -> list[str]:
+        argv = ["-m", f"experiments.{module}", "--config", config, "--workdir", str(workdir)]
+        return [sys.executable, *argv, *overrides]
+
+    return command

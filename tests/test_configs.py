@@ -57,20 +57,17 @@ def test_unknown_encoder_name_lists_choices():
         build_encoder(config.model)
 
 
-def _finetune(tmp_path, *overrides):
-    cmd = [sys.executable, "-m", "experiments.finetune", "--config", "configs/test.py",
-           "--workdir", str(tmp_path / "run"), *overrides]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-
 @pytest.mark.parametrize(
     "override, message",
-    [("--config.data.no_such_field=1", "no_such_field"),
-     ("--config.data.batch_size=lots", "batch_size"),
-     ("--config.target=band_gap", "unknown target")],
+    [
+        ("--config.data.no_such_field=1", "no_such_field"),
+        ("--config.data.batch_size=lots", "batch_size"),
+        ("--config.target=band_gap", "unknown target"),
+    ],
 )
-def test_bad_override_fails_naming_the_field(tmp_path, override, message):
-    result = _finetune(tmp_path, override)
+def test_bad_override_fails_naming_the_field(tmp_path, override, message, experiment_command):
+    cmd = experiment_command("finetune", "configs/test.py", tmp_path / "run", override)
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
 
@@ -79,7 +76,9 @@ def test_configs_import_no_model_code():
     """Configs are data: loading every one leaves models, flax and jax unimported."""
     code = (
         "import importlib, sys\n"
-        + "".join(f"importlib.import_module('configs.{os.path.basename(p)[:-3]}')\n" for p in CONFIGS)
+        + "".join(
+            f"importlib.import_module('configs.{os.path.basename(p)[:-3]}')\n" for p in CONFIGS
+        )
         + "heavy = [m for m in sys.modules if m.split('.')[0] in ('jax', 'flax')"
         " or m.startswith('molspectra_jax.models')]\n"
         "assert not heavy, heavy\n"

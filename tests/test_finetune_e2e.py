@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -12,18 +11,25 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _command(workdir, *overrides):
-    return [sys.executable, "-m", "experiments.finetune", "--config", "configs/test.py",
-            "--workdir", str(workdir), *overrides]
-
-
 @pytest.mark.slow
-def test_finetune_killed_and_resumed_continues_its_step_count(tmp_path):
+def test_finetune_killed_and_resumed_continues_its_step_count(tmp_path, experiment_command):
     workdir = tmp_path / "run"
-    overrides = ("--config.target=homo", "--config.train.num_steps=12",
-                 "--config.train.checkpoint_every=4", "--config.train.eval_every=4")
-    first = subprocess.Popen(_command(workdir, *overrides), cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = experiment_command(
+        "finetune",
+        "configs/test.py",
+        workdir,
+        "--config.target=homo",
+        "--config.train.num_steps=12",
+        "--config.train.checkpoint_every=4",
+        "--config.train.eval_every=4",
+    )
+    first = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     latest = workdir / "checkpoints" / "latest"
     deadline = time.time() + 500
     while time.time() < deadline and first.poll() is None:
@@ -35,8 +41,7 @@ def test_finetune_killed_and_resumed_continues_its_step_count(tmp_path):
     saved = sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit())
     assert saved and saved[-1] < 12, saved
 
-    second = subprocess.run(_command(workdir, *overrides), cwd=ROOT, capture_output=True,
-                            text=True, timeout=600)
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"resumed from step {saved[-1]}" in second.stdout
     assert "| test MAE (best valid checkpoint) |" in second.stdout  # the MAE table
@@ -49,13 +54,19 @@ def test_finetune_killed_and_resumed_continues_its_step_count(tmp_path):
 
 
 @pytest.mark.slow
-def test_md17_energy_and_force_finetuning_beats_the_mean_predictor(tmp_path):
+def test_md17_energy_and_force_finetuning_beats_the_mean_predictor(tmp_path, experiment_command):
     workdir = tmp_path / "md17"
-    command = [sys.executable, "-m", "experiments.finetune", "--config",
-               "configs/finetune_md17.py:cpu", "--workdir", str(workdir),
-               "--config.model.hidden=32", "--config.model.num_layers=2",
-               "--config.train.num_steps=80", "--config.train.eval_every=40",
-               "--config.train.progress_bar=False", "--config.data.n_test=200"]  # fmt: skip
+    command = experiment_command(
+        "finetune",
+        "configs/finetune_md17.py:cpu",
+        workdir,
+        "--config.model.hidden=32",
+        "--config.model.num_layers=2",
+        "--config.train.num_steps=80",
+        "--config.train.eval_every=40",
+        "--config.train.progress_bar=False",
+        "--config.data.n_test=200",
+    )
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "| | energy (kcal/mol) | forces (kcal/mol/Å) |" in run.stdout

@@ -26,11 +26,11 @@ from molspectra_jax.data.qm9 import load_qm9
 from molspectra_jax.models import build_encoder
 from molspectra_jax.models.pretrain_model import PretrainModel
 from molspectra_jax.models.specformer import build_specformer
-from molspectra_jax.train import pretrain
-from molspectra_jax.train.finetune import build_model, init_params
+from molspectra_jax.train.finetune import build_model
 from molspectra_jax.train.finetune_step import predict
 from molspectra_jax.train.pretrain_step import pretrain_loss
 from molspectra_jax.train.sharding import make_mesh
+from molspectra_jax.train.state import init_variables
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "goldens", "golden_v1.npz")
 N_MOLECULES = 8
@@ -84,9 +84,16 @@ def _compute(params_pretrain, batch_stats, params_finetune, config, batch):
     out = {"encoder_scalars": scalars, "encoder_vectors": vectors}
     key = jax.random.PRNGKey(7)
     for train in (True, False):
-        loss = jax.jit(functools.partial(
-            pretrain_loss, model=model, specformer=specformer, loss_config=config.loss,
-            mesh=mesh, train=train))  # fmt: skip
+        loss = jax.jit(
+            functools.partial(
+                pretrain_loss,
+                model=model,
+                specformer=specformer,
+                loss_config=config.loss,
+                mesh=mesh,
+                train=train,
+            )
+        )
         _, (metrics, _) = loss(params_pretrain, batch_stats, global_batch, key)
         out.update({f"pretrain_{train}_{k}": v for k, v in metrics.items()})
     ft_config = finetune_test.get_config()
@@ -101,9 +108,12 @@ def _compute(params_pretrain, batch_stats, params_finetune, config, batch):
 def _fresh_params(config, batch):
     model = PretrainModel(build_encoder(config.model))
     specformer = build_specformer(config.specformer)
-    state = pretrain.init_state(config, model, specformer, batch, jax.random.PRNGKey(0))
+    model_key, spec_key, _ = jax.random.split(jax.random.PRNGKey(0), 3)
+    params, batch_stats = init_variables(
+        model, batch, model_key, specformer=specformer, specformer_key=spec_key
+    )
     ft_model = build_model(finetune_test.get_config(), TARGETS)
-    return state.params, state.batch_stats, init_params(ft_model, batch, jax.random.PRNGKey(1))
+    return params, batch_stats, init_variables(ft_model, batch, jax.random.PRNGKey(1))[0]
 
 
 # --- the test ---------------------------------------------------------------------------
@@ -116,10 +126,13 @@ def test_outputs_match_the_committed_goldens(request):
         outputs = _compute(params, batch_stats, ft_params, config, batch)
         os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
         np.savez_compressed(
-            GOLDEN, ids=part.ids, **_flatten(params, "params"),
-            **_flatten(batch_stats, "batch_stats"), **_flatten(ft_params, "finetune"),
+            GOLDEN,
+            ids=part.ids,
+            **_flatten(params, "params"),
+            **_flatten(batch_stats, "batch_stats"),
+            **_flatten(ft_params, "finetune"),
             **{f"out_{k}": v for k, v in outputs.items()},
-        )  # fmt: skip
+        )
         pytest.skip(f"regenerated {GOLDEN}")
     golden = dict(np.load(GOLDEN))
     np.testing.assert_array_equal(part.ids, golden["ids"])  # the same real molecules
@@ -130,8 +143,11 @@ def test_outputs_match_the_committed_goldens(request):
     expected = {k[4:]: v for k, v in golden.items() if k.startswith("out_")}
     assert sorted(outputs) == sorted(expected)
     g = batch.graph
-    real = {"encoder": g.atom_mask[0], "finetune_forces": g.atom_mask,
-            "finetune_properties": g.graph_mask}  # fmt: skip
+    real = {
+        "encoder": g.atom_mask[0],
+        "finetune_forces": g.atom_mask,
+        "finetune_properties": g.graph_mask,
+    }
     for name, value in expected.items():
         got = outputs[name]
         mask = real.get(name.split("_")[0], real.get(name))

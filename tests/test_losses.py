@@ -289,12 +289,19 @@ def _repo_root():
 
 def test_energy_force_terms_are_the_two_losses_and_sum_to_the_total():
     args, masks = energy_force_case()
-    total, terms = losses.energy_force_loss_and_terms(*args, energy_weight=0.3, force_weight=0.7,
-                                                      **masks)  # fmt: skip
+    total, terms = losses.energy_force_loss_and_terms(
+        *args, energy_weight=0.3, force_weight=0.7, **masks
+    )
     e_pred, e, f_pred, f = args
-    np.testing.assert_allclose(terms["energy_loss"], np_property(e_pred, e, masks["graph_mask"], "mse"), rtol=1e-6)
-    np.testing.assert_allclose(terms["force_loss"], np_property(f_pred, f, masks["atom_mask"], "mse"), rtol=1e-6)
-    np.testing.assert_allclose(total, 0.3 * terms["energy_loss"] + 0.7 * terms["force_loss"], rtol=1e-6)
+    np.testing.assert_allclose(
+        terms["energy_loss"], np_property(e_pred, e, masks["graph_mask"], "mse"), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        terms["force_loss"], np_property(f_pred, f, masks["atom_mask"], "mse"), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        total, 0.3 * terms["energy_loss"] + 0.7 * terms["force_loss"], rtol=1e-6
+    )
     np.testing.assert_allclose(
         losses.energy_force_loss(*args, energy_weight=0.3, force_weight=0.7, **masks), total
     )

@@ -20,8 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(module, config, workdir, *overrides):
-    cmd = [sys.executable, "-m", module, "--config", config, "--workdir", str(workdir),
-           *overrides]  # fmt: skip
+    cmd = [sys.executable, "-m", module, "--config", config, "--workdir", str(workdir), *overrides]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result.stdout
@@ -35,14 +34,25 @@ def _train_log(workdir):
 @pytest.mark.slow
 def test_stage1_stage2_finetune(tmp_path):
     stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
-    _run("experiments.pretrain", "configs/test_pretrain.py", stage1, "--config.stage=1",
-         "--config.train.num_steps=4")  # fmt: skip
+    _run(
+        "experiments.pretrain",
+        "configs/test_pretrain.py",
+        stage1,
+        "--config.stage=1",
+        "--config.train.num_steps=4",
+    )
     assert "mpr_loss" not in _train_log(stage1)[-1]  # denoising only
 
-    out = _run("experiments.pretrain", "configs/test_pretrain.py", stage2,
-               f"--config.init_from={stage1}", "--config.train.num_steps=80",
-               "--config.train.log_every=10", "--config.train.eval_every=80",
-               "--config.optim.learning_rate=3e-3")  # fmt: skip
+    out = _run(
+        "experiments.pretrain",
+        "configs/test_pretrain.py",
+        stage2,
+        f"--config.init_from={stage1}",
+        "--config.train.num_steps=80",
+        "--config.train.log_every=10",
+        "--config.train.eval_every=80",
+        "--config.optim.learning_rate=3e-3",
+    )
     assert "loaded from" in out and "encoder" in out
     log = _train_log(stage2)
     for loss in ("denoising_loss", "mpr_loss", "contrast_loss"):
@@ -63,9 +73,16 @@ def test_stage1_stage2_finetune(tmp_path):
         for a, b in zip(ours, theirs, strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
-    out = _run("experiments.finetune", "configs/test.py", tmp_path / "finetune",
-               f"--config.init_from={stage2}", "--config.loss.noise_weight=0.1",
-               "--config.model.hidden=32", "--config.model.num_layers=2",
-               "--config.model.num_heads=4", "--config.model.num_rbf=16")  # fmt: skip
+    out = _run(
+        "experiments.finetune",
+        "configs/test.py",
+        tmp_path / "finetune",
+        f"--config.init_from={stage2}",
+        "--config.loss.noise_weight=0.1",
+        "--config.model.hidden=32",
+        "--config.model.num_layers=2",
+        "--config.model.num_heads=4",
+        "--config.model.num_rbf=16",
+    )
     assert "freshly initialised: head_0_scalar" in out
     assert "| test MAE (best valid checkpoint) |" in out

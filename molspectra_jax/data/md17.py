@@ -37,13 +37,17 @@ def load_md17(path: str) -> MoleculeDataset:
         raise DataError(f"{path}: not a readable npz ({type(e).__name__}: {e})") from None
     missing = [k for k in ("R", "E", "F", "z") if k not in arrays]
     if missing:
-        raise DataError(f"{path}: arrays {missing} missing (has {sorted(present)}); "
-                        "expected the sGDML layout R, E, F, z")  # fmt: skip
+        raise DataError(
+            f"{path}: arrays {missing} missing (has {sorted(present)}); "
+            "expected the sGDML layout R, E, F, z"
+        )
     z, r, f_, energy = arrays["z"].astype(np.int32), arrays["R"], arrays["F"], arrays["E"]
     n = len(z)
     if r.ndim != 3 or r.shape[1:] != (n, 3) or f_.shape != r.shape or energy.size != len(r):
-        raise DataError(f"{path}: shapes R {r.shape}, F {f_.shape}, E {arrays['E'].shape} do "
-                        f"not fit {n} atoms (z) per frame")  # fmt: skip
+        raise DataError(
+            f"{path}: shapes R {r.shape}, F {f_.shape}, E {arrays['E'].shape} do "
+            f"not fit {n} atoms (z) per frame"
+        )
     if len(r) == 0:
         raise DataError(f"{path}: no frames")
     if not (np.isfinite(r).all() and np.isfinite(f_).all() and np.isfinite(energy).all()):

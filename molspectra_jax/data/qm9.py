@@ -39,7 +39,7 @@ TARGETS = (
 )
 TARGET_NAMES = tuple(t[0] for t in TARGETS)
 TARGET_UNITS = {t[0]: t[3] for t in TARGETS}
-QM9_SPLIT_SIZES = (110_000, 10_000)  # train, valid; the rest is test (DESIGN.md)
+QM9_SPLIT_SIZES = (110_000, 10_000)  # train, valid; the rest is test (Coord, MolSpectra)
 
 _SYMBOL_TO_Z = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9}
 _CSV_FILES = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")

@@ -18,7 +18,7 @@ from molspectra_jax import files
 
 # Elements the default models embed (QM9: H C N O F, plus the other organic elements
 # that PCQM4Mv2 and drug-like SDF files bring). Embedding tables are sized by
-# `max_atomic_number` in the model config; this list is what readers accept.
+# `model.max_z` in the config; this list is what readers accept.
 ELEMENT_SYMBOLS = (
     "X H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn "
     "Ga Ge As Se Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe"

@@ -63,7 +63,7 @@ def register(source: Source) -> Source:
 
 
 def resolve(spec: str) -> tuple[Source, str]:
-    """"name" or "name:argument" -> (registered source, argument)."""
+    """ "name" or "name:argument" -> (registered source, argument)."""
     name, _, argument = spec.partition(":")
     if name not in REGISTRY and os.path.isdir(spec):
         name, argument = "store", spec  # a bare spectra store folder
@@ -108,7 +108,9 @@ def split(
     for name, limit in limits.items():
         indices = parts[name] if limit < 0 else parts[name][:limit]
         if len(indices) == 0:
-            raise DataError(f"the {name} split is empty (n_{name}={limit}, {len(dataset)} molecules)")
+            raise DataError(
+                f"the {name} split is empty (n_{name}={limit}, {len(dataset)} molecules)"
+            )
         out[name] = dataset.subset(indices)
     return out
 
@@ -133,7 +135,7 @@ def pretraining_splits(dataset: MoleculeDataset, config) -> dict[str, MoleculeDa
 
 
 def _qm9_sizes(n: int, config) -> Sequence[int]:
-    return QM9_SPLIT_SIZES  # 110k / 10k / rest (DESIGN.md)
+    return QM9_SPLIT_SIZES  # 110k / 10k / rest, the official QM9 split sizes
 
 
 def _md17_sizes(n: int, config) -> Sequence[int]:

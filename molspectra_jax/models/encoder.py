@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from molspectra_jax.graph import Graph
 
+
 def cosine_cutoff(distance: jax.Array, cutoff: float) -> jax.Array:
     """[E] -> [E]: 0.5 (cos(pi d / cutoff) + 1) inside the cutoff, 0 outside."""
     return jnp.where(distance < cutoff, 0.5 * (jnp.cos(jnp.pi * distance / cutoff) + 1.0), 0.0)

@@ -1,57 +1,19 @@
-"""Sticks -> spectra on the fixed QM9S grids (what SpecFormer consumes).
+"""Sticks -> dense spectra on the grids of the spectrum table (what SpecFormer consumes).
 
-IR and Raman: area-normalised Lorentzians, FWHM 12 cm^-1, on 500-4000 cm^-1 step 1
-(3501 points), frequencies multiplied by a scale factor first (QM9S scales its B3LYP
-frequencies by 0.965). UV-Vis: area-normalised Gaussians on 1-15 eV step 0.02 (701
-points). Each peak integrates (over the real line) to its stick's intensity, so a
-spectrum is in stick units per grid unit: km/mol/cm^-1, Å^4/amu/cm^-1, 1/eV.
+Grids, peak shapes, widths and scale factors are rows of `molspectra_jax.spectra`; this
+module holds the math. Each peak integrates (over the real line) to its stick's weight.
 """
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 
+from molspectra_jax.spectra import SPECTRA, SpectrumType
+
 # Ratio FWHM / sigma of a Gaussian.
 _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
-
-
-@dataclasses.dataclass(frozen=True)
-class BroadeningConfig:
-    """Grids, widths and the vibrational frequency scale factor.
-
-    `frequency_scale` multiplies the stored (GFN2-xTB) frequencies before broadening.
-    The default puts GFN2 on QM9S's axis: 1.026 is the least-squares GFN2 -> B3LYP
-    factor measured on 798 QM9 molecules (38,199 modes; MAE 39 -> 25 cm^-1, see
-    `experiments/validate_spectra.py`), times the 0.965 QM9S applied to its B3LYP.
-    """
-
-    vib_start: float = 500.0  # cm^-1
-    vib_stop: float = 4000.0
-    vib_step: float = 1.0
-    vib_fwhm: float = 12.0  # cm^-1, QM9S's Lorentzian width
-    frequency_scale: float = 1.026 * 0.965
-    uv_start: float = 1.0  # eV
-    uv_stop: float = 15.0
-    uv_step: float = 0.02
-    uv_fwhm: float = 0.5  # eV; our choice, a common width for gas-phase TDDFT spectra
-
-
-def make_grid(start: float, stop: float, step: float) -> np.ndarray:
-    """Inclusive uniform grid [L], float64 (e.g. 500..4000 step 1 -> 3501 points)."""
-    n = int(round((stop - start) / step)) + 1
-    return start + step * np.arange(n)
-
-
-def vib_grid(config: BroadeningConfig = BroadeningConfig()) -> np.ndarray:
-    """IR/Raman wavenumber grid [3501] in cm^-1 for the default config."""
-    return make_grid(config.vib_start, config.vib_stop, config.vib_step)
-
-
-def uv_grid(config: BroadeningConfig = BroadeningConfig()) -> np.ndarray:
-    """UV-Vis energy grid [701] in eV for the default config."""
-    return make_grid(config.uv_start, config.uv_stop, config.uv_step)
 
 
 def lorentzian_profiles(grid: np.ndarray, centers: np.ndarray, fwhm: float) -> np.ndarray:
@@ -133,36 +95,50 @@ def broaden_profiles(grid: np.ndarray, centers: np.ndarray, fwhm: float, shape: 
     raise ValueError(f"unknown peak shape {shape!r}; choose from ['gaussian', 'lorentzian']")
 
 
-def broaden_vibrational(
-    frequencies: np.ndarray,
-    intensities: np.ndarray,
-    offsets: np.ndarray,
-    config: BroadeningConfig = BroadeningConfig(),
+def broaden_spectrum(
+    spectrum: SpectrumType, centers: np.ndarray, weights: np.ndarray, offsets: np.ndarray
 ) -> np.ndarray:
-    """IR or Raman spectra [M, 3501] ([C, M, 3501] for intensities [C, S]) from ragged
-    sticks: frequencies [S] cm^-1, intensities in stick units."""
-    return broaden_ragged(
-        vib_grid(config),
-        np.asarray(frequencies, float) * config.frequency_scale,
-        intensities,
-        offsets,
-        config.vib_fwhm,
-        "lorentzian",
-    )
+    """Spectra of one type on its grid from ragged sticks, float32.
+
+    Args:
+      spectrum: a row of the table (or a `dataclasses.replace`d one, e.g. another width).
+      centers: [S] stick positions before the row's `sticks.scale`.
+      weights: [S], or [C, S] for C channels sharing the centres.
+      offsets: [M + 1] int, molecule m owns `offsets[m]:offsets[m + 1]`.
+
+    Returns:
+      [M, L] for 1-D weights, else [C, M, L].
+    """
+    grid, peaks = spectrum.grid.points(), spectrum.peaks
+    centers = np.asarray(centers, float) * spectrum.sticks.scale
+    return broaden_ragged(grid, centers, weights, offsets, peaks.fwhm, peaks.shape)
 
 
-def broaden_uv(
-    energies: np.ndarray,
-    strengths: np.ndarray,
-    offsets: np.ndarray,
-    config: BroadeningConfig = BroadeningConfig(),
-) -> np.ndarray:
-    """UV-Vis spectra [M, 701] from ragged excitation energies (eV) and oscillator strengths."""
-    return broaden_ragged(
-        uv_grid(config),
-        np.asarray(energies, float),
-        np.asarray(strengths, float),
-        offsets,
-        config.uv_fwhm,
-        "gaussian",
-    )
+def broaden_spectra(
+    fields: Mapping[str, np.ndarray],
+    offsets: Mapping[str, np.ndarray],
+    types: Mapping[str, SpectrumType] = SPECTRA,
+) -> dict[str, np.ndarray]:
+    """Dense spectra {name: [M, L]} float32 of M molecules, one per row of `types`.
+
+    Rows with the same centres, grid and peaks (IR and Raman) are broadened together:
+    their peak profiles, the costly part, are computed once.
+
+    Args:
+      fields: store field -> [S] ragged sticks of all M molecules (every centres and
+        weights field that `types` names).
+      offsets: centres field -> [M + 1] int, molecule m owns `offsets[m]:offsets[m + 1]`.
+      types: the spectra to make (default: the whole table).
+    """
+    groups: dict[tuple, list[SpectrumType]] = {}
+    for t in types.values():
+        # Peak profiles depend on the centres, the grid and the peaks, not on the weights.
+        key = (t.sticks.component, t.sticks.centers, t.sticks.scale, t.grid, t.peaks)
+        groups.setdefault(key, []).append(t)
+    dense = {}
+    for group in groups.values():
+        centers = group[0].sticks.centers
+        weights = np.stack([np.asarray(fields[t.sticks.weights], np.float32) for t in group])
+        channels = broaden_spectrum(group[0], fields[centers], weights, offsets[centers])
+        dense.update(zip((t.name for t in group), channels, strict=True))  # [C, M, L]
+    return {t.name: dense[t.name] for t in types.values()}

@@ -11,42 +11,39 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from molspectra_jax.spectroscopy import broadening
-from molspectra_jax.spectroscopy.store import SpectraStore
+from molspectra_jax.spectra import SPECTRA, SpectrumType
+from molspectra_jax.spectroscopy import broadening, components
+from molspectra_jax.spectroscopy.store import SpectraStore, select, take_ragged
 
 
 @dataclasses.dataclass(frozen=True)
 class SpectraSet:
-    """M molecules with vibrational and electronic sticks, ragged arrays back to back.
+    """M molecules with the sticks of every joined component, ragged arrays back to back.
 
     Attributes:
       ids: [M] int64 molecule ids (QM9 index for the shipped set).
-      atomic_numbers: [A] int32; positions: [A, 3] float32 GFN2-optimised geometry, Å;
-        atom_offsets: [M + 1].
-      frequencies: [K] cm^-1 (unscaled GFN2), ir_intensities: [K] km/mol,
-        raman_activities: [K] Å^4/amu; mode_offsets: [M + 1].
-      excitation_energies: [S] eV, oscillator_strengths: [S]; state_offsets: [M + 1]
-        (B3LYP/6-31G TDA-ris at the source geometry).
-      n_imaginary: [M] imaginary modes left after optimisation (0 for almost all).
-      metadata: {"vib": ..., "uv": ...} method, settings and package versions.
+      atomic_numbers: [A] int32; positions: [A, 3] float32 Å; atom_offsets: [M + 1]: the
+        geometry stored by `geometry` (the GFN2-optimised one of "vib").
+      arrays: component -> its store arrays of these M molecules in `ids` order
+        (`store.select`): each ragged field [K, ...] with its `<group>_offsets [M + 1]`
+        and each scalar [M]; names, dtypes and units are in `components.py`, e.g.
+        `arrays["vib"]["frequencies"]` [K] cm^-1 (unscaled GFN2), `arrays["uv"]
+        ["state_offsets"]` [M + 1], `arrays["vib"]["n_imaginary"]` [M].
+      metadata: component -> method, settings and package versions of its shards.
+      geometry: the component the geometry comes from, e.g. "vib".
     """
 
     ids: np.ndarray
     atomic_numbers: np.ndarray
     positions: np.ndarray
     atom_offsets: np.ndarray
-    frequencies: np.ndarray
-    ir_intensities: np.ndarray
-    raman_activities: np.ndarray
-    mode_offsets: np.ndarray
-    excitation_energies: np.ndarray
-    oscillator_strengths: np.ndarray
-    state_offsets: np.ndarray
-    n_imaginary: np.ndarray
+    arrays: dict[str, dict[str, np.ndarray]]
     metadata: dict
+    geometry: str
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -56,52 +53,49 @@ class SpectraSet:
         lo, hi = self.atom_offsets[i : i + 2]
         return self.atomic_numbers[lo:hi], self.positions[lo:hi]
 
+    def ragged(self, component: str, field: str) -> tuple[np.ndarray, np.ndarray]:
+        """(values [K, ...], offsets [M + 1]) of a ragged field: molecule m owns
+        `values[offsets[m]:offsets[m + 1]]`."""
+        if component not in self.arrays:
+            raise KeyError(f"no component {component!r} in this set: {list(self.arrays)}")
+        arrays = self.arrays[component]
+        return arrays[field], arrays[components.get(component).offsets_name(field)]
 
-def take_ragged(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray):
-    """Rows `rows` [B] of a ragged array -> (values [sum], offsets [B + 1])."""
-    rows = np.asarray(rows, np.int64)
-    counts = offsets[rows + 1] - offsets[rows]
-    new_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    index = np.repeat(offsets[rows] - new_offsets[:-1], counts) + np.arange(new_offsets[-1])
-    return values[index], new_offsets
 
+def load_spectra(root: str, names: Sequence[str] | None = None) -> SpectraSet:
+    """Join a store folder's shards of components `names` (default: all) by molecule id.
 
-def load_spectra(root: str) -> SpectraSet:
-    """Join a store folder's "vib" and "uv" shards by molecule id.
-
-    Only molecules with both components (and no failure) are kept, in vib shard order.
-    Raises FileNotFoundError naming `root` if it holds no vib or no uv shards.
+    Only molecules with every component (and no failure) are kept, in the shard order
+    of the component that stores the geometry (`components.geometry_component`).
+    Raises FileNotFoundError naming `root` if it holds no shards of one of them.
     """
+    names = tuple(names or components.names())
+    geometry = components.geometry_component(names)
     store = SpectraStore(root)
-    for component in ("vib", "uv"):
+    for component in names:
         if not store.shard_paths(component):
             raise FileNotFoundError(f"{root}: no {component!r} spectra shards (*.npz)")
-    vib, uv = store.load("vib"), store.load("uv")
-    uv_row = {int(i): r for r, i in enumerate(uv["ids"])}
-    rows = np.array([r for r, i in enumerate(vib["ids"]) if int(i) in uv_row], np.int64)
-    uv_rows = np.array([uv_row[int(i)] for i in vib["ids"][rows]], np.int64)
-    z, atom_offsets = take_ragged(vib["atomic_numbers"], vib["atom_offsets"], rows)
-    pos, _ = take_ragged(vib["positions"], vib["atom_offsets"], rows)
-    mode = {k: take_ragged(vib[k], vib["mode_offsets"], rows)[0] for k in _MODE_FIELDS}
-    _, mode_offsets = take_ragged(vib["frequencies"], vib["mode_offsets"], rows)
-    state = {k: take_ragged(uv[k], uv["state_offsets"], uv_rows)[0] for k in _STATE_FIELDS}
-    _, state_offsets = take_ragged(uv["excitation_energies"], uv["state_offsets"], uv_rows)
+    loaded = {c: store.load(c) for c in names}
+    ids = loaded[geometry]["ids"]
+    keep = np.ones(len(ids), bool)
+    for c in names:
+        keep &= np.isin(ids, loaded[c]["ids"])
+    ids = ids[keep]
+    arrays = {}
+    for c in names:
+        row_of = {int(i): r for r, i in enumerate(loaded[c]["ids"])}
+        rows = np.array([row_of[int(i)] for i in ids], np.int64)
+        arrays[c] = select(c, loaded[c], rows)
+    atoms = arrays[geometry]
     return SpectraSet(
-        ids=vib["ids"][rows],
-        atomic_numbers=z.astype(np.int32),
-        positions=pos,
-        atom_offsets=atom_offsets,
-        mode_offsets=mode_offsets,
-        state_offsets=state_offsets,
-        n_imaginary=vib["n_imaginary"][rows],
-        metadata={"vib": vib["metadata"], "uv": uv["metadata"]},
-        **mode,
-        **state,
+        ids=ids,
+        atomic_numbers=atoms["atomic_numbers"].astype(np.int32),
+        positions=atoms["positions"],
+        atom_offsets=atoms[f"{components.GEOMETRY_GROUP}_offsets"],
+        arrays=arrays,
+        metadata={c: loaded[c]["metadata"] for c in names},
+        geometry=geometry,
     )
-
-
-_MODE_FIELDS = ("frequencies", "ir_intensities", "raman_activities")
-_STATE_FIELDS = ("excitation_energies", "oscillator_strengths")
 
 
 def embedded_spectra_dir() -> str:
@@ -117,22 +111,23 @@ def load_embedded_spectra() -> SpectraSet:
 def broaden_batch(
     spectra: SpectraSet,
     indices: np.ndarray | None = None,
-    config: broadening.BroadeningConfig | None = None,
+    types: Mapping[str, SpectrumType] = SPECTRA,
 ) -> dict[str, np.ndarray]:
-    """Dense spectra of molecules `indices` (default: all) on the QM9S grids.
+    """Dense spectra of molecules `indices` (default: all), one per row of `types`.
 
-    Returns {"uv": [B, 701], "ir": [B, 3501], "raman": [B, 3501]} float32 (default grids).
+    Returns {"uv": [B, 701], "ir": [B, 3501], "raman": [B, 3501]} float32 for the
+    default table; pass rows changed with `dataclasses.replace` for other widths/scales.
     """
-    config = config or broadening.BroadeningConfig()
     rows = np.arange(len(spectra)) if indices is None else np.asarray(indices, np.int64)
-    freq, mode_offsets = take_ragged(spectra.frequencies, spectra.mode_offsets, rows)
-    ir, _ = take_ragged(spectra.ir_intensities, spectra.mode_offsets, rows)
-    raman, _ = take_ragged(spectra.raman_activities, spectra.mode_offsets, rows)
-    ir_raman = broadening.broaden_vibrational(freq, np.stack([ir, raman]), mode_offsets, config)
-    energy, state_offsets = take_ragged(spectra.excitation_energies, spectra.state_offsets, rows)
-    strength, _ = take_ragged(spectra.oscillator_strengths, spectra.state_offsets, rows)
-    return {
-        "uv": broadening.broaden_uv(energy, strength, state_offsets, config),
-        "ir": ir_raman[0],
-        "raman": ir_raman[1],
-    }
+    dense = {}
+    # One call per component: `broaden_spectra` names fields without their component.
+    for component in dict.fromkeys(t.sticks.component for t in types.values()):
+        of_component = {k: t for k, t in types.items() if t.sticks.component == component}
+        fields, offsets = {}, {}
+        for t in of_component.values():
+            for field in (t.sticks.centers, t.sticks.weights):
+                if field not in fields:
+                    values, group_offsets = spectra.ragged(component, field)
+                    fields[field], offsets[field] = take_ragged(values, group_offsets, rows)
+        dense.update(broadening.broaden_spectra(fields, offsets, of_component))
+    return {name: dense[name] for name in types}

@@ -1,10 +1,11 @@
 """Resumable spectra generation over many molecules: local processes or a Dask cluster.
 
-Work unit = (component, molecule): "vib" (GFN2-xTB IR + Raman, `vibrational.py`) or
-"uv" (B3LYP + TDA-ris, `electronic.py`). The molecules are processed in a fixed order;
-shard k of a component holds molecules order[k * shard_size : (k + 1) * shard_size].
-Each finished molecule is written at once (atomic), so a crash loses only the molecules
-in flight; a restart skips every finished molecule and consolidates complete shards.
+Work unit = (component, molecule), a component of the registry `components.py`: "vib"
+(GFN2-xTB IR + Raman, `vibrational.py`), "uv" (B3LYP + TDA-ris, `electronic.py`), ...
+The molecules are processed in a fixed order; shard k of a component holds molecules
+order[k * shard_size : (k + 1) * shard_size]. Each finished molecule is written at once
+(atomic), so a crash loses only the molecules in flight; a restart skips every finished
+molecule and consolidates complete shards.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ import importlib.metadata
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from molspectra_jax.spectroscopy.electronic import ElectronicSettings
-from molspectra_jax.spectroscopy.store import SpectraStore, check_component
-from molspectra_jax.spectroscopy.vibrational import VibrationalSettings
+from molspectra_jax.spectroscopy import components
+from molspectra_jax.spectroscopy.store import SpectraStore
 
-_VERSIONED_PACKAGES = ("molspectra-jax", "tblite", "pyscf", "numpy", "scipy")
+# Recorded in every shard, with each registered component's package.
+_VERSIONED_PACKAGES = ("molspectra-jax", "numpy", "scipy")
 # The OpenMP/BLAS pools of tblite and PySCF: 2 threads per process measured 2x slower
 # than 2 single-threaded processes on QM9-sized molecules.
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -31,12 +33,32 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 
 @dataclasses.dataclass(frozen=True)
 class GenerationSettings:
-    """What to compute and how; recorded (with package versions) in every shard."""
+    """What to compute and how; recorded (with package versions) in every shard.
 
-    components: tuple[str, ...] = ("vib", "uv")
+    Attributes:
+      components: the work units' components (default: every registered one).
+      shard_size: molecules per shard.
+      component_settings: component -> an instance of its settings dataclass, e.g.
+        {"uv": ElectronicSettings(basis="def2-svp")}; a component left out uses the
+        defaults of its class.
+    """
+
+    components: tuple[str, ...] = components.names()
     shard_size: int = 100
-    vib: VibrationalSettings = VibrationalSettings()
-    uv: ElectronicSettings = ElectronicSettings()
+    component_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in (*self.components, *self.component_settings):
+            components.get(name)
+        for name, value in self.component_settings.items():
+            if not isinstance(value, components.get(name).settings_class()):
+                raise ValueError(f"settings of {name!r}: {value!r} is no {name!r} settings class")
+
+    def settings_for(self, component: str):
+        """The settings dataclass instance `component` is computed with."""
+        if component in self.component_settings:
+            return self.component_settings[component]
+        return components.get(component).settings_class()()
 
 
 @dataclasses.dataclass
@@ -51,7 +73,7 @@ class Summary:
 
 def package_versions() -> dict[str, str]:
     versions = {}
-    for name in _VERSIONED_PACKAGES:
+    for name in (*_VERSIONED_PACKAGES, *(c.package for c in components.COMPONENTS.values())):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -61,17 +83,11 @@ def package_versions() -> dict[str, str]:
 
 def shard_metadata(component: str, settings: GenerationSettings, source: str) -> dict:
     """Method, settings, source and package versions of a component's shards."""
-    if component == "vib":
-        method = {"theory": settings.vib.method, "package": "tblite", "geometry": "optimised"}
-        detail = dataclasses.asdict(settings.vib)
-    else:
-        method = {"theory": f"{settings.uv.xc}/{settings.uv.basis} TDA-ris", "package": "pyscf"}
-        method["geometry"] = "input"
-        detail = dataclasses.asdict(settings.uv)
+    detail = settings.settings_for(component)
     return {
         "component": component,
-        "method": method,
-        "settings": detail,
+        "method": components.get(component).method(detail),
+        "settings": dataclasses.asdict(detail),
         "shard_size": settings.shard_size,
         "source": source,
         "versions": package_versions(),
@@ -83,27 +99,7 @@ def compute_one(
 ) -> tuple[bool, dict | str]:
     """Run one work unit in a worker. Returns (True, record) or (False, error message)."""
     try:
-        if component == "vib":
-            from molspectra_jax.spectroscopy.vibrational import vibrational_spectrum
-
-            r = vibrational_spectrum(atomic_numbers, positions, settings)
-            return True, {
-                "atomic_numbers": r.atomic_numbers,
-                "positions": r.positions,
-                "frequencies": r.frequencies,
-                "ir_intensities": r.ir_intensities,
-                "raman_activities": r.raman_activities,
-                "energy": np.float64(r.energy),
-                "n_imaginary": np.int16(r.n_imaginary),
-            }
-        from molspectra_jax.spectroscopy.electronic import electronic_spectrum
-
-        r = electronic_spectrum(atomic_numbers, positions, settings)
-        return True, {
-            "excitation_energies": r.excitation_energies,
-            "oscillator_strengths": r.oscillator_strengths,
-            "energy": np.float64(r.energy),
-        }
+        return True, components.get(component).record(atomic_numbers, positions, settings)
     except Exception as e:  # any failure is reported with its type, never kept silently
         return False, f"{type(e).__name__}: {e}"
 
@@ -169,7 +165,6 @@ def generate(
     summary = Summary()
     todo, remaining = [], {}
     for component in settings.components:
-        check_component(component)
         meta = shard_metadata(component, settings, source)
         done = store.done_ids(component)
         for k, chunk in enumerate(chunks):
@@ -201,7 +196,7 @@ def generate(
                     component,
                     np.asarray(z),
                     np.asarray(pos, float),
-                    getattr(settings, component),
+                    settings.settings_for(component),
                 )
                 in_flight[submit(compute_one, *args)] = task
                 if len(in_flight) >= window:

@@ -7,73 +7,28 @@ Layout of a store folder (one per generation run, growable):
   <root>/pending/<component>/<id>.npz         one finished molecule not yet in a shard
   <root>/pending/<component>/<id>.failed.npz  one failed molecule (its error message)
 
-Every file is written to a temporary name and renamed (atomic on POSIX), so a crash
-leaves either the old or the new file, never a torn one. Shards are zip archives with
-fixed timestamps and sorted members: the same records give byte-identical files.
+Every file is written by `molspectra_jax.files.write_npz` (a temporary renamed over the
+destination), so a crash leaves either the old or the new file, never a torn one. Shards
+are zip archives with fixed timestamps and sorted members: the same records give
+byte-identical files.
 
 A shard holds M molecules as ragged arrays: `ids [M]`; per group an `<group>_offsets
 [M + 1]` and the group's fields back to back; per-molecule scalars `[M]`; the failed
 ids and their messages; and `metadata` (JSON: method, settings, package versions).
+Each component's groups, scalars and dtypes are its entry in `components.py`.
 """
 
 from __future__ import annotations
 
 import glob
-import io
 import json
 import os
 import zipfile
 
 import numpy as np
 
-# component -> {group: fields with that group's length}, per-molecule scalars, dtypes.
-SCHEMA = {
-    "vib": {
-        "groups": {
-            "atom": ("atomic_numbers", "positions"),
-            "mode": ("frequencies", "ir_intensities", "raman_activities"),
-        },
-        "scalars": ("energy", "n_imaginary"),
-    },
-    "uv": {
-        "groups": {"state": ("excitation_energies", "oscillator_strengths")},
-        "scalars": ("energy",),
-    },
-}
-DTYPES = {
-    "atomic_numbers": np.int8,
-    "positions": np.float32,  # Å; float32 keeps 1e-6 Å, far below any physical scale
-    "frequencies": np.float32,  # cm^-1
-    "ir_intensities": np.float32,  # km/mol
-    "raman_activities": np.float32,  # Å^4/amu
-    "excitation_energies": np.float32,  # eV
-    "oscillator_strengths": np.float32,
-    "energy": np.float64,  # Hartree
-    "n_imaginary": np.int16,
-}
-_FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-
-
-def atomic_write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    """Write a deterministic compressed .npz via a temporary file and os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for name in sorted(arrays):
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=_FIXED_ZIP_TIME)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                buffer = io.BytesIO()
-                np.lib.format.write_array(buffer, np.asarray(arrays[name]), allow_pickle=False)
-                zf.writestr(info, buffer.getvalue())
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from molspectra_jax.files import write_npz
+from molspectra_jax.spectroscopy import components
 
 
 def read_npz(path: str) -> dict[str, np.ndarray]:
@@ -85,41 +40,55 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: unreadable spectra file ({e})") from e
 
 
-def check_component(component: str) -> dict:
-    """The schema of `component`; ValueError listing the choices otherwise."""
-    if component not in SCHEMA:
-        raise ValueError(f"unknown spectra component {component!r}; choose from {sorted(SCHEMA)}")
-    return SCHEMA[component]
-
-
 def pack(component: str, records: list[tuple[int, dict]]) -> dict[str, np.ndarray]:
     """Ragged arrays of a list of (id, per-molecule arrays) in the given order."""
-    schema = check_component(component)
+    schema = components.get(component)
     out = {"ids": np.array([i for i, _ in records], np.int64)}
-    for group, fields in schema["groups"].items():
-        counts = [len(r[fields[0]]) for _, r in records]
+    for group, fields in schema.groups.items():
+        counts = [len(r[fields[0].name]) for _, r in records]
         out[f"{group}_offsets"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        for field in fields:
-            parts = [np.asarray(r[field], DTYPES[field]) for _, r in records]
-            shape = (0, 3) if field == "positions" else (0,)
-            out[field] = np.concatenate(parts) if parts else np.zeros(shape, DTYPES[field])
-    for field in schema["scalars"]:
-        out[field] = np.array([r[field] for _, r in records], DTYPES[field])
+        for f in fields:
+            parts = [np.asarray(r[f.name], f.dtype) for _, r in records]
+            out[f.name] = np.concatenate(parts) if parts else np.zeros((0, *f.shape), f.dtype)
+    for f in schema.scalars:
+        out[f.name] = np.array([r[f.name] for _, r in records], f.dtype)
     return out
 
 
 def unpack(component: str, arrays: dict[str, np.ndarray]) -> list[tuple[int, dict]]:
     """Inverse of `pack`: list of (id, per-molecule arrays)."""
-    schema = check_component(component)
+    schema = components.get(component)
     records = []
     for m, mol_id in enumerate(arrays["ids"]):
         record = {}
-        for group, fields in schema["groups"].items():
+        for group, fields in schema.groups.items():
             lo, hi = arrays[f"{group}_offsets"][m : m + 2]
-            record.update({field: arrays[field][lo:hi] for field in fields})
-        record.update({field: arrays[field][m] for field in schema["scalars"]})
+            record.update({f.name: arrays[f.name][lo:hi] for f in fields})
+        record.update({f.name: arrays[f.name][m] for f in schema.scalars})
         records.append((int(mol_id), record))
     return records
+
+
+def take_ragged(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray):
+    """Rows `rows` [B] of a ragged array `values` [K, ...] -> (values [sum], offsets [B + 1])."""
+    rows = np.asarray(rows, np.int64)
+    counts = offsets[rows + 1] - offsets[rows]
+    new_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    index = np.repeat(offsets[rows] - new_offsets[:-1], counts) + np.arange(new_offsets[-1])
+    return values[index], new_offsets
+
+
+def select(component: str, arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict:
+    """The molecules `rows` [B] of packed `arrays`, as `pack` of those records would give."""
+    schema = components.get(component)
+    rows = np.asarray(rows, np.int64)
+    out = {"ids": arrays["ids"][rows]}
+    for group, fields in schema.groups.items():
+        offsets = arrays[f"{group}_offsets"]
+        for f in fields:
+            out[f.name], out[f"{group}_offsets"] = take_ragged(arrays[f.name], offsets, rows)
+    out.update({f.name: arrays[f.name][rows] for f in schema.scalars})
+    return out
 
 
 class SpectraStore:
@@ -140,14 +109,12 @@ class SpectraStore:
 
     def save_result(self, component: str, mol_id: int, record: dict) -> None:
         """Persist one molecule's arrays (atomic) until its shard is consolidated."""
-        check_component(component)
-        atomic_write_npz(self.pending_path(component, mol_id), record)
+        components.get(component)
+        write_npz(self.pending_path(component, mol_id), record)
 
     def save_failure(self, component: str, mol_id: int, message: str) -> None:
         """Persist one molecule's failure (atomic); failures are final, not retried."""
-        atomic_write_npz(
-            self.pending_path(component, mol_id, failed=True), {"message": np.array(message)}
-        )
+        write_npz(self.pending_path(component, mol_id, failed=True), {"message": np.array(message)})
 
     def read_shard(self, component: str, index: int) -> dict[str, np.ndarray] | None:
         path = self.shard_path(component, index)
@@ -198,7 +165,7 @@ class SpectraStore:
         arrays["failed_ids"] = np.array(failed_ids, np.int64)
         arrays["failed_messages"] = np.array([failed[i] for i in failed_ids], dtype=str)
         arrays["metadata"] = np.array(json.dumps(metadata, sort_keys=True))
-        atomic_write_npz(self.shard_path(component, index), arrays)
+        write_npz(self.shard_path(component, index), arrays)
         for mol_id in ids:
             for failed_flag in (False, True):
                 path = self.pending_path(component, mol_id, failed_flag)

@@ -1,33 +1,12 @@
 """Checks of the generated spectra against references: QM9's B3LYP harmonic frequencies
-(GFN2 frequency error and best scale factor) and PySCF's exact TDA (TDA-ris error)."""
+(GFN2 frequency error and best scale factor; the QM9 reader's `harmonic_frequencies`
+gives them) and PySCF's exact TDA (TDA-ris error)."""
 
 from __future__ import annotations
 
-import ast
-import glob
-import os
-
 import numpy as np
-import pandas as pd
 
 from molspectra_jax.spectroscopy import electronic
-
-
-def qm9_harmonic_frequencies(ids: set[int]) -> dict[int, np.ndarray]:
-    """QM9's B3LYP/6-31G(2df,p) harmonic frequencies (cm^-1) of molecules `ids`.
-
-    Read from qm9pack's CSVs (column Harmonic_Freq_cmi), which `load_qm9` does not keep.
-    """
-    import qm9pack
-
-    folder = os.path.join(os.path.dirname(qm9pack.__file__), "data")
-    out = {}
-    for path in sorted(glob.glob(os.path.join(folder, "qm9_part*.csv"))):
-        table = pd.read_csv(path, usecols=["Index", "Harmonic_Freq_cmi"])
-        for index, freqs in zip(table["Index"], table["Harmonic_Freq_cmi"], strict=True):
-            if int(index) in ids:
-                out[int(index)] = np.array(ast.literal_eval(freqs), float)
-    return out
 
 
 def frequency_comparison(

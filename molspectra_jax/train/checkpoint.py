@@ -74,9 +74,12 @@ class Checkpointer:
     def restore(self, manager: str, abstract_arrays: dict, step: int | None = None):
         """(arrays, data_state, config) of `step` (default newest), shaped like the template."""
         restored = _restore(
-            getattr(self, manager), step, arrays=ocp.args.StandardRestore(abstract_arrays),
-            data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore(),
-        )  # fmt: skip
+            getattr(self, manager),
+            step,
+            arrays=ocp.args.StandardRestore(abstract_arrays),
+            data=ocp.args.JsonRestore(),
+            config=ocp.args.JsonRestore(),
+        )
         return restored.arrays, restored.data, restored.config
 
     def close(self) -> None:

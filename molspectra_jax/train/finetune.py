@@ -25,7 +25,7 @@ from molspectra_jax.train.finetune_step import predict, train_step
 from molspectra_jax.train.handoff import load_pretrained_params
 from molspectra_jax.train.metrics import MetricWriter
 from molspectra_jax.train.optim import make_optimizer
-from molspectra_jax.train.state import TrainState
+from molspectra_jax.train.state import TrainState, init_variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +59,6 @@ def build_model(config, targets) -> PropertyModel:
     return PropertyModel(
         encoder=build_encoder(config.model), heads=kinds, noise_head=config.loss.noise_weight > 0
     )
-
-
-def init_params(model, batch, key):
-    """Parameters from one shard of a batch, initialised inside jit (3x faster than eager)."""
-    graph = jax.tree.map(lambda x: x[0], batch.graph)
-    return jax.jit(model.init)(key, graph)["params"]
 
 
 def evaluate(predict_fn, params, iterator, mesh, n_targets: int) -> np.ndarray:
@@ -120,8 +114,8 @@ def setup(config, mesh) -> loop.Run:
     molecule_level = [kind == "dipole" for kind in model.heads]
     residuals = {
         name: dataclasses.replace(
-            part, targets=part.targets - target_offsets(part, stats.mean, stats.atomref,
-                                                        molecule_level)
+            part,
+            targets=part.targets - target_offsets(part, stats.mean, stats.atomref, molecule_level),
         )
         for name, part in splits.items()
     }
@@ -138,7 +132,7 @@ def setup(config, mesh) -> loop.Run:
     print(f"train budget per shard: {iterators['train'].budget}")
 
     key = jax.random.PRNGKey(config.seed)
-    params = init_params(model, next(iterators["train"]), key)
+    params, _ = init_variables(model, next(iterators["train"]), key)
     iterators["train"].restore({"epoch": 0, "cursor": 0})
     tx = make_optimizer(config.optim, config.train.num_steps)
     state = TrainState.create(params, tx, jax.random.fold_in(key, 1))

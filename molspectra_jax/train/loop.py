@@ -130,7 +130,9 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
                 writer.write(step, means, "train")
                 bar.set_postfix(loss=f"{means['loss']:.4f}")
                 if not np.isfinite(means["loss"]):
-                    bar.write(f"warning: non-finite loss by step {step}; those updates were skipped")
+                    bar.write(
+                        f"warning: non-finite loss by step {step}; those updates were skipped"
+                    )
                 history, t0 = [], time.time()
             if step % train.eval_every == 0 or last:
                 score, valid = run.evaluate(state)

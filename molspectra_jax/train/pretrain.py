@@ -21,7 +21,7 @@ from molspectra_jax.train import loop, sharding
 from molspectra_jax.train.handoff import load_pretrained_params
 from molspectra_jax.train.optim import make_optimizer
 from molspectra_jax.train.pretrain_step import pretrain_loss, pretrain_step
-from molspectra_jax.train.state import TrainState
+from molspectra_jax.train.state import TrainState, init_variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,27 +51,6 @@ def load_splits(config) -> tuple[str, dict]:
     return sources.resolve(spec)[0].name, sources.pretraining_splits(dataset, config.data)
 
 
-def init_state(config, model, specformer, batch, key) -> TrainState:
-    """Fresh params {"encoder", "noise_head"(, "specformer")} and BatchNorm statistics."""
-    graph = jax.tree.map(lambda x: x[0], batch.graph)
-    spectra = jax.tree.map(lambda x: x[0], batch.spectra)
-    model_key, spec_key, state_key = jax.random.split(key, 3)
-
-    @jax.jit
-    def init(graph, spectra):
-        params = dict(model.init(model_key, graph)["params"])
-        batch_stats = {}
-        if specformer is not None:
-            variables = specformer.init(spec_key, spectra, train=False)
-            params["specformer"] = variables["params"]
-            batch_stats = variables.get("batch_stats", {})
-        return params, batch_stats
-
-    params, batch_stats = init(graph, spectra)
-    tx = make_optimizer(config.optim, config.train.num_steps)
-    return TrainState.create(params, tx, state_key, batch_stats)
-
-
 def setup(config, mesh) -> loop.Run:
     """Molecules (+ spectra), models, fresh state and step for `config`: a `Run`."""
     print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
@@ -99,9 +78,13 @@ def setup(config, mesh) -> loop.Run:
                 f"specformer.embed_dim {config.specformer.embed_dim} must equal "
                 f"model.hidden {config.model.hidden} (contrast)"
             )
-    first = next(iterators["train"])
-    state = init_state(config, model, specformer, first, jax.random.PRNGKey(config.seed))
+    model_key, spec_key, state_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    params, batch_stats = init_variables(
+        model, next(iterators["train"]), model_key, specformer=specformer, specformer_key=spec_key
+    )
     iterators["train"].restore({"epoch": 0, "cursor": 0})
+    tx = make_optimizer(config.optim, config.train.num_steps)
+    state = TrainState.create(params, tx, state_key, batch_stats)
     print(f"parameters: {sum(x.size for x in jax.tree.leaves(state.params)):,}")
 
     loss_kwargs = dict(model=model, specformer=specformer, loss_config=config.loss, mesh=mesh)

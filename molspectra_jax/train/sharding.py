@@ -118,7 +118,9 @@ def shard_count(configured: int) -> int:
     """Global shards per batch: `configured`, or one per device when 0."""
     n_shards = configured or jax.device_count()
     if n_shards % jax.device_count():
-        raise ValueError(f"data.n_shards={n_shards} must be a multiple of {jax.device_count()} devices")
+        raise ValueError(
+            f"data.n_shards={n_shards} must be a multiple of {jax.device_count()} devices"
+        )
     return n_shards
 
 

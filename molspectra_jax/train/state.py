@@ -38,3 +38,22 @@ class TrainState(flax.struct.PyTreeNode):
             params=optax.apply_updates(self.params, updates),
             opt_state=opt_state,
         )
+
+
+def init_variables(model, batch, key, *, specformer=None, specformer_key=None):
+    """(params, batch_stats) from one shard of `batch`, initialised inside jit (3x faster
+    than eager): `model`'s parameters, plus SpecFormer's under "specformer" when given
+    (its BatchNorm statistics are `batch_stats`; {} otherwise)."""
+    graph = jax.tree.map(lambda x: x[0], batch.graph)
+    spectra = jax.tree.map(lambda x: x[0], batch.spectra)
+
+    @jax.jit
+    def init(graph, spectra):
+        params = dict(model.init(key, graph)["params"])
+        if specformer is None:
+            return params, {}
+        variables = specformer.init(specformer_key, spectra, train=False)
+        params["specformer"] = variables["params"]
+        return params, variables.get("batch_stats", {})
+
+    return init(graph, spectra)

@@ -84,13 +84,26 @@ def test_pack_shard_rejects_molecule_larger_than_budget(qm9_sample, edges):
 def check_batch(batch, dataset, edges, budget):
     """Every static-shape, padding and content convention of one GraphBatch."""
     s_, g_, n_, e_ = budget.n_shards, budget.graphs, budget.atoms, budget.edges
-    assert batch.graph.atomic_numbers.shape == (s_, n_) and batch.graph.positions.shape == (s_, n_, 3)
-    assert batch.graph.senders.shape == batch.graph.receivers.shape == batch.graph.edge_mask.shape == (s_, e_)
+    assert batch.graph.atomic_numbers.shape == (s_, n_) and batch.graph.positions.shape == (
+        s_,
+        n_,
+        3,
+    )
+    assert (
+        batch.graph.senders.shape
+        == batch.graph.receivers.shape
+        == batch.graph.edge_mask.shape
+        == (s_, e_)
+    )
     assert batch.graph.graph_mask.shape == batch.molecule_index.shape == (s_, g_)
     assert batch.targets.shape == (s_, g_, dataset.targets.shape[1])
     assert isinstance(batch.graph, Graph)
     for s in range(s_):
-        atoms, emask, gmask = batch.graph.atom_mask[s], batch.graph.edge_mask[s], batch.graph.graph_mask[s]
+        atoms, emask, gmask = (
+            batch.graph.atom_mask[s],
+            batch.graph.edge_mask[s],
+            batch.graph.graph_mask[s],
+        )
         # Budgets: one graph slot and one atom slot are always padding.
         assert gmask.sum() <= g_ - 1 and not gmask[-1]
         assert atoms.sum() <= n_ - 1 and not atoms[-1]
@@ -108,7 +121,9 @@ def check_batch(batch, dataset, edges, budget):
         # Real edges join real atoms of the same graph: no inter-molecular edges.
         snd, rcv = batch.graph.senders[s][emask], batch.graph.receivers[s][emask]
         assert np.all(atoms[snd]) and np.all(atoms[rcv]) and np.all(snd != rcv)
-        np.testing.assert_array_equal(batch.graph.graph_index[s][snd], batch.graph.graph_index[s][rcv])
+        np.testing.assert_array_equal(
+            batch.graph.graph_index[s][snd], batch.graph.graph_index[s][rcv]
+        )
         # Contents: each graph slot holds exactly its dataset molecule.
         for g in np.nonzero(gmask)[0]:
             m = batch.molecule_index[s, g]
@@ -186,7 +201,9 @@ def test_training_epochs_cover_everything_and_reshuffle(qm9_sample, edges):
 
 def assert_same_batch(a, b):
     assert jax.tree.structure(a) == jax.tree.structure(b)
-    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b), strict=True):
+    for (path, x), y in zip(
+        jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b), strict=True
+    ):
         np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
 
 
@@ -212,10 +229,11 @@ def test_processes_take_disjoint_parts_of_the_global_batch(qm9_sample, edges, sh
     budget = make_budget(qm9_sample, edges, batch_size=32, n_shards=4)
     whole = BatchIterator(qm9_sample, edges, budget, seed=3, shuffle=shuffle)
     parts = [
-        BatchIterator(qm9_sample, edges, budget, seed=3, shuffle=shuffle, process_index=p,
-                      process_count=2)
+        BatchIterator(
+            qm9_sample, edges, budget, seed=3, shuffle=shuffle, process_index=p, process_count=2
+        )
         for p in range(2)
-    ]  # fmt: skip
+    ]
     for _ in range(9):  # crosses an epoch boundary when shuffled
         try:
             want = next(whole)

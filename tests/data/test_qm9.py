@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from molspectra_jax.data import sources, qm9
+from molspectra_jax.data import qm9, sources
 from molspectra_jax.data.qm9 import (
     FORMAT_VERSION,
     HARTREE_TO_MEV,

@@ -25,8 +25,6 @@ def _encoder():
     return EquivariantTransformer(hidden=32, num_layers=2, num_heads=4, num_rbf=16)
 
 
-
-
 def test_denoising_head_is_equivariant_and_embedding_invariant(shard):
     model = PretrainModel(_encoder())
     params = jax.jit(model.init)(jax.random.key(0), shard)
@@ -34,14 +32,20 @@ def test_denoising_head_is_equivariant_and_embedding_invariant(shard):
 
     def f(positions: e3nn.IrrepsArray) -> e3nn.IrrepsArray:
         out = apply(params, shard.with_positions(positions.array))
-        return e3nn.concatenate([
-            e3nn.IrrepsArray("1o", out["noise"]),
-            e3nn.IrrepsArray(f"{out['embedding'].shape[-1]}x0e",
-                             jnp.repeat(out["embedding"][:1], shard.positions.shape[0], 0)),
-        ], axis=-1)  # fmt: skip
+        return e3nn.concatenate(
+            [
+                e3nn.IrrepsArray("1o", out["noise"]),
+                e3nn.IrrepsArray(
+                    f"{out['embedding'].shape[-1]}x0e",
+                    jnp.repeat(out["embedding"][:1], shard.positions.shape[0], 0),
+                ),
+            ],
+            axis=-1,
+        )
 
-    e3nn.utils.assert_equivariant(f, jax.random.key(1), e3nn.IrrepsArray("1o", shard.positions),
-                                  atol=ATOL, rtol=ATOL)  # fmt: skip
+    e3nn.utils.assert_equivariant(
+        f, jax.random.key(1), e3nn.IrrepsArray("1o", shard.positions), atol=ATOL, rtol=ATOL
+    )
 
 
 @pytest.mark.parametrize("heads", [("scalar",), ("dipole",), ("spatial_extent",)])

@@ -1,15 +1,18 @@
-"""Sticks -> QM9S grids: lengths, peak areas, ragged batching."""
+"""Sticks -> QM9S grids: peak areas, widths, scale factors, ragged and grouped batching."""
+
+import dataclasses
 
 import numpy as np
 import pytest
 
+from molspectra_jax.spectra import Peaks, spectrum
 from molspectra_jax.spectroscopy import broadening as b
 
+ONE_STICK = np.array([0, 1])  # offsets of one molecule with one stick
 
-def test_grids_have_qm9s_lengths():
-    vib, uv = b.vib_grid(), b.uv_grid()
-    assert vib.shape == (3501,) and vib[0] == 500.0 and vib[-1] == 4000.0
-    assert uv.shape == (701,) and uv[0] == 1.0 and uv[-1] == pytest.approx(15.0)
+
+def with_scale(t, scale):
+    return dataclasses.replace(t, sticks=dataclasses.replace(t.sticks, scale=scale))
 
 
 @pytest.mark.parametrize("shape,fwhm", [("lorentzian", 12.0), ("gaussian", 30.0)])
@@ -31,18 +34,43 @@ def test_fwhm_is_the_full_width_at_half_maximum(shape):
 
 
 def test_default_grids_keep_the_area_of_inner_sticks():
-    config = b.BroadeningConfig(frequency_scale=1.0)
-    ir = b.broaden_vibrational(np.array([1500.0]), np.array([80.0]), np.array([0, 1]), config)
-    uv = b.broaden_uv(np.array([7.0]), np.array([0.3]), np.array([0, 1]), config)
+    ir_type, uv_type = with_scale(spectrum("ir"), 1.0), spectrum("uv")
+    ir = b.broaden_spectrum(ir_type, np.array([1500.0]), np.array([80.0]), ONE_STICK)
+    uv = b.broaden_spectrum(uv_type, np.array([7.0]), np.array([0.3]), ONE_STICK)
     assert ir.shape == (1, 3501) and uv.shape == (1, 701) and ir.dtype == np.float32
-    assert ir.sum() * config.vib_step == pytest.approx(80.0, rel=5e-3)  # Lorentz tails
-    assert uv.sum() * config.uv_step == pytest.approx(0.3, rel=1e-4)
+    assert ir.sum() * ir_type.grid.step == pytest.approx(80.0, rel=5e-3)  # Lorentz tails
+    assert uv.sum() * uv_type.grid.step == pytest.approx(0.3, rel=1e-4)
 
 
 def test_frequency_scale_moves_the_peak():
-    config = b.BroadeningConfig(frequency_scale=0.965)
-    ir = b.broaden_vibrational(np.array([2000.0]), np.array([1.0]), np.array([0, 1]), config)
-    assert b.vib_grid(config)[np.argmax(ir[0])] == 1930.0
+    ir_type = with_scale(spectrum("ir"), 0.965)
+    ir = b.broaden_spectrum(ir_type, np.array([2000.0]), np.array([1.0]), ONE_STICK)
+    assert ir_type.grid.points()[np.argmax(ir[0])] == 1930.0
+
+
+def test_grouped_spectra_equal_one_type_at_a_time():
+    rng = np.random.default_rng(1)
+    modes, states = np.array([0, 4, 4, 9]), np.array([0, 2, 5, 6])
+    fields = {
+        "frequencies": rng.uniform(600, 3900, 9),
+        "ir_intensities": rng.uniform(0, 100, 9),
+        "raman_activities": rng.uniform(0, 100, 9),
+        "excitation_energies": rng.uniform(3, 12, 6),
+        "oscillator_strengths": rng.uniform(0, 1, 6),
+    }
+    offsets = {"frequencies": modes, "excitation_energies": states}
+    dense = b.broaden_spectra(fields, offsets)
+    assert list(dense) == ["uv", "ir", "raman"]
+    for name, spectra in dense.items():
+        t = spectrum(name)
+        centers, weights = t.sticks.centers, t.sticks.weights
+        alone = b.broaden_spectrum(t, fields[centers], fields[weights], offsets[centers])
+        np.testing.assert_array_equal(spectra, alone)
+    wide_ir = dataclasses.replace(spectrum("ir"), peaks=Peaks("lorentzian", 24.0))
+    wide = {"ir": wide_ir, "raman": spectrum("raman")}
+    both = b.broaden_spectra(fields, offsets, wide)  # different widths: no shared profiles
+    np.testing.assert_array_equal(both["raman"], dense["raman"])
+    assert both["ir"].max() < dense["ir"].max()
 
 
 def test_ragged_batch_matches_one_by_one_and_empty_rows_are_zero():
@@ -51,7 +79,7 @@ def test_ragged_batch_matches_one_by_one_and_empty_rows_are_zero():
     offsets = np.concatenate([[0], np.cumsum(counts)])
     centers = rng.uniform(600, 3900, offsets[-1])
     weights = rng.uniform(0, 10, offsets[-1])
-    grid = b.vib_grid()
+    grid = spectrum("ir").grid.points()
     batch = b.broaden_ragged(grid, centers, weights, offsets, 12.0, "lorentzian", chunk=3)
     for m in range(len(counts)):
         lo, hi = offsets[m], offsets[m + 1]
@@ -69,6 +97,6 @@ def test_ragged_batch_matches_one_by_one_and_empty_rows_are_zero():
 
 def test_unknown_shape_and_mismatched_sticks_raise():
     with pytest.raises(ValueError, match="unknown peak shape"):
-        b.broaden(b.uv_grid(), np.zeros(1), np.ones(1), 0.5, "voigt")
+        b.broaden(spectrum("uv").grid.points(), np.zeros(1), np.ones(1), 0.5, "voigt")
     with pytest.raises(ValueError, match="must be equal"):
-        b.broaden(b.uv_grid(), np.zeros(2), np.ones(3), 0.5, "gaussian")
+        b.broaden(spectrum("uv").grid.points(), np.zeros(2), np.ones(3), 0.5, "gaussian")

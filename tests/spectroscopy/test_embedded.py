@@ -1,10 +1,12 @@
 """The spectra shipped in the package: loadable, consistent, reproducible."""
 
+import json
+
 import numpy as np
 import pytest
 
 from molspectra_jax.data import sources
-from molspectra_jax.spectroscopy import electronic, embedded, store, vibrational
+from molspectra_jax.spectroscopy import components, embedded, store
 
 
 @pytest.fixture(scope="module")
@@ -15,11 +17,15 @@ def shipped():
 def test_shipped_set_is_consistent(shipped):
     assert len(shipped) >= 100
     assert len(np.unique(shipped.ids)) == len(shipped)
+    vib, uv = shipped.arrays["vib"], shipped.arrays["uv"]
+    assert shipped.geometry == "vib" and vib["atom_offsets"] is shipped.atom_offsets
     n_atoms = np.diff(shipped.atom_offsets)
-    n_modes = np.diff(shipped.mode_offsets)
+    n_modes = np.diff(vib["mode_offsets"])
     assert np.all((n_modes == 3 * n_atoms - 6) | (n_modes == 3 * n_atoms - 5))  # 5: linear
-    assert (shipped.n_imaginary == 0).mean() > 0.95
-    assert np.all(np.diff(shipped.state_offsets) > 0)
+    assert (vib["n_imaginary"] == 0).mean() > 0.95
+    assert np.all(np.diff(uv["state_offsets"]) > 0)
+    np.testing.assert_array_equal(vib["ids"], shipped.ids)
+    np.testing.assert_array_equal(uv["ids"], shipped.ids)
     assert shipped.metadata["vib"]["versions"]["tblite"]
     assert shipped.metadata["uv"]["settings"]["xc"] == "b3lyp"
 
@@ -54,20 +60,31 @@ def test_regenerating_three_shipped_molecules_reproduces_their_sticks(shipped):
     smallest = np.argsort(np.diff(shipped.atom_offsets), kind="stable")[:3]
     for m in smallest:
         z, pos = qm9.molecule(row_of[int(shipped.ids[m])])  # the generator's input geometry
-        vib = vibrational.vibrational_spectrum(z, pos)
-        lo, hi = shipped.mode_offsets[m : m + 2]
-        np.testing.assert_allclose(vib.frequencies, shipped.frequencies[lo:hi], atol=0.5)
-        np.testing.assert_allclose(
-            vib.ir_intensities, shipped.ir_intensities[lo:hi], atol=0.05, rtol=1e-2
-        )
-        np.testing.assert_allclose(
-            vib.raman_activities, shipped.raman_activities[lo:hi], atol=0.05, rtol=1e-2
-        )
-        uv = electronic.electronic_spectrum(z, pos)
-        lo, hi = shipped.state_offsets[m : m + 2]
-        np.testing.assert_allclose(
-            uv.excitation_energies, shipped.excitation_energies[lo:hi], atol=1e-3
-        )
-        np.testing.assert_allclose(
-            uv.oscillator_strengths, shipped.oscillator_strengths[lo:hi], atol=1e-4
-        )
+        results = {  # what the generator's workers compute
+            c: components.get(c).record(z, pos, components.get(c).settings_class()())
+            for c in ("vib", "uv")
+        }
+        for component, field, atol, rtol in [
+            ("vib", "frequencies", 0.5, 1e-7),
+            ("vib", "ir_intensities", 0.05, 1e-2),
+            ("vib", "raman_activities", 0.05, 1e-2),
+            ("uv", "excitation_energies", 1e-3, 1e-7),
+            ("uv", "oscillator_strengths", 1e-4, 1e-7),
+        ]:
+            values, offsets = shipped.ragged(component, field)
+            lo, hi = offsets[m : m + 2]
+            ours = results[component][field]
+            np.testing.assert_allclose(ours, values[lo:hi], atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("component", ["vib", "uv"])
+def test_reconsolidated_shipped_shard_is_byte_identical(component, tmp_path):
+    """The registry's schema writes the shipped format: unpack -> pack gives the same file."""
+    path = store.SpectraStore(embedded.embedded_spectra_dir()).shard_path(component, 0)
+    original = open(path, "rb").read()
+    copy = store.SpectraStore(str(tmp_path))
+    open(copy.shard_path(component, 0), "wb").write(original)
+    shard = copy.read_shard(component, 0)
+    order = shard["ids"].tolist() + shard["failed_ids"].tolist()
+    copy.consolidate(component, 0, order, json.loads(str(shard["metadata"])))
+    assert open(copy.shard_path(component, 0), "rb").read() == original

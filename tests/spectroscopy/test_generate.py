@@ -33,8 +33,8 @@ def xyz_file(tmp_path_factory, molecule):
 
 def run_cli(xyz: str, out: str, **popen) -> subprocess.Popen:
     command = [sys.executable, "-m", "experiments.generate_spectra", "--source", "xyz"]
-    command += ["--input", xyz, "--out", out, "--shard-size", "3", "--workers", "1"]
-    return subprocess.Popen(command + ["--no-progress"], cwd=REPO, **popen)
+    command += ["--input", xyz, "--out", out, "--shard_size", "3", "--workers", "1"]
+    return subprocess.Popen(command + ["--no_progress"], cwd=REPO, **popen)
 
 
 def shard_bytes(folder) -> dict[str, bytes]:

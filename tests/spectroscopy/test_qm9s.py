@@ -15,8 +15,7 @@ import pandas as pd
 import pytest
 
 from experiments import convert_qm9s
-from molspectra_jax.data import qm9s
-from molspectra_jax.data.pretrain_data import load_spectra_set
+from molspectra_jax.data import qm9s, sources
 from molspectra_jax.data.qm9 import load_qm9
 from molspectra_jax.data.records import DataError
 
@@ -176,11 +175,11 @@ def test_wrong_grid_and_missing_spectra_file_are_named(release, tmp_path):
 
 
 def test_command_converts_and_reports(release, tmp_path, capsys):
-    assert convert_qm9s.main(["--release", str(release), "--out", str(tmp_path / "c")]) == 0
+    assert convert_qm9s.run(str(release), str(tmp_path / "c")) == 0
     out = capsys.readouterr().out
     assert "5 molecules with all three spectra" in out
     assert "absent from uv_boraden.csv: 1 (QM9S numbers [3])" in out
-    assert convert_qm9s.main(["--release", str(tmp_path / "nothing"), "--out", "x"]) == 1
+    assert convert_qm9s.run(str(tmp_path / "nothing"), "x") == 1
     assert "nothing/uv_boraden.csv not found" in capsys.readouterr().err
 
 
@@ -189,7 +188,8 @@ def test_pretraining_reads_the_converted_release_with_qm9_geometries(release, tm
     config = ml_collections.ConfigDict(
         dict(spectra=f"qm9s:{tmp_path / 'c'}", cache_dir="", geometry="qm9")
     )
-    molecules, spectra = load_spectra_set(config)
+    molecules = sources.load(config.spectra, config)
+    spectra = molecules.spectra
     assert molecules.ids.tolist() == [1, 2, 5, 1000, 133885]  # QM9S 0, 1, 2, 4, 5
     assert spectra["ir"][:, 0].tolist() == [0.0, 1000.0, 2000.0, 4000.0, 5000.0]
     assert spectra["uv"].shape == (5, 701) and spectra["raman"].dtype == np.float32

@@ -1,6 +1,4 @@
-"""Spectra store: atomic deterministic writes, ragged packing, shard consolidation."""
-
-import os
+"""Spectra store: ragged packing, shard consolidation (writers: tests/test_files.py)."""
 
 import numpy as np
 import pytest
@@ -20,27 +18,6 @@ def vib_record(n_atoms: int, seed: int) -> dict:
         "energy": -rng.uniform(10, 20),
         "n_imaginary": 0,
     }
-
-
-def test_atomic_write_is_deterministic_and_leaves_no_temporary(tmp_path):
-    arrays = {"b": np.arange(5.0), "a": np.array("text"), "c": np.zeros((2, 3), np.int8)}
-    first, second = tmp_path / "x.npz", tmp_path / "y.npz"
-    st.atomic_write_npz(str(first), arrays)
-    st.atomic_write_npz(str(second), dict(reversed(list(arrays.items()))))
-    assert first.read_bytes() == second.read_bytes()
-    assert sorted(os.listdir(tmp_path)) == ["x.npz", "y.npz"]
-    loaded = st.read_npz(str(first))
-    np.testing.assert_array_equal(loaded["b"], arrays["b"])
-    assert str(loaded["a"]) == "text"
-
-
-def test_failed_write_keeps_the_old_file(tmp_path):
-    path = tmp_path / "x.npz"
-    st.atomic_write_npz(str(path), {"a": np.arange(3)})
-    before = path.read_bytes()
-    with pytest.raises(ValueError):
-        st.atomic_write_npz(str(path), {"a": np.array([object()])})  # pickles refused
-    assert path.read_bytes() == before and os.listdir(tmp_path) == ["x.npz"]
 
 
 def test_corrupt_file_error_names_it(tmp_path):

@@ -12,11 +12,11 @@ from configs import finetune_md17, test
 from molspectra_jax.data import md17
 from molspectra_jax.data.batching import Budget, candidate_edges, collate
 from molspectra_jax.train import finetune
-from molspectra_jax.train.finetune import build_model, init_params
+from molspectra_jax.train.finetune import build_model
 from molspectra_jax.train.finetune_step import energy_and_forces, finetune_loss
 from molspectra_jax.train.optim import make_optimizer
 from molspectra_jax.train.sharding import make_mesh
-from molspectra_jax.train.state import TrainState
+from molspectra_jax.train.state import TrainState, init_variables
 
 FRAMES = [0, 700, 1400, 1999]
 
@@ -30,9 +30,11 @@ def setup():
     edges = candidate_edges(dataset, config.model.cutoff + config.data.skin)
     batch = collate(dataset, edges, [np.arange(len(FRAMES))], Budget(1, 6, 40, 400))
     model = build_model(config, ("energy",))
-    params = init_params(model, batch, jax.random.PRNGKey(0))
+    params, _ = init_variables(model, batch, jax.random.PRNGKey(0))
     # std 1: energies stay O(1), so float32 finite differences resolve them.
-    energy_forces = functools.partial(energy_and_forces, model=model, std=jnp.ones(1), mesh=make_mesh())
+    energy_forces = functools.partial(
+        energy_and_forces, model=model, std=jnp.ones(1), mesh=make_mesh()
+    )
 
     @jax.jit
     def fn(params, batch, positions):

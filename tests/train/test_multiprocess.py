@@ -34,10 +34,11 @@ def finetune(workdir, devices: int, *extra: str) -> subprocess.Popen:
         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
         "JAX_PLATFORMS": "cpu",
     }
-    command = [sys.executable, "-m", "experiments.finetune", "--config", "configs/test.py",
-               "--workdir", str(workdir), *extra]  # fmt: skip
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    command = [sys.executable, "-m", "experiments.finetune", "--config", "configs/test.py"]
+    command += ["--workdir", str(workdir), *extra]
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def finish(process: subprocess.Popen) -> str:
@@ -51,10 +52,15 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
     reference = finish(finetune(tmp_path / "one", 2))
     address = f"127.0.0.1:{free_port()}"
     pair = [
-        finetune(tmp_path / "two", 1, f"--config.distributed.coordinator_address={address}",
-                 "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}")
+        finetune(
+            tmp_path / "two",
+            1,
+            f"--config.distributed.coordinator_address={address}",
+            "--config.distributed.num_processes=2",
+            f"--config.distributed.process_id={i}",
+        )
         for i in range(2)
-    ]  # fmt: skip
+    ]
     outputs = [finish(p) for p in pair]
     assert "devices: 2 x cpu, shards: 2" in reference
     assert all("devices: 2 x cpu, shards: 2" in out for out in outputs)

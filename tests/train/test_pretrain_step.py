@@ -22,8 +22,9 @@ def setup():
     run = pretrain.setup(config, sharding.make_mesh())
     first = next(run.iterators["train"])
     task = run.task
-    kwargs = dict(model=task.model, specformer=task.specformer, loss_config=config.loss,
-                  mesh=run.mesh)  # fmt: skip
+    kwargs = dict(
+        model=task.model, specformer=task.specformer, loss_config=config.loss, mesh=run.mesh
+    )
     return config, run.iterators["train"], run.state, run.mesh, kwargs, first
 
 

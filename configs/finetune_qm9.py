@@ -74,6 +74,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 5_000
     c.train.max_to_keep = 2
     c.train.progress_bar = True
+    # Diverged parameters are never checkpointed: a save refuses any |param| beyond this.
+    c.train.max_param_abs = 1e4
+    # Fields a resumed run may change besides the loop's cadences, comma-separated (e.g.
+    # "optim.learning_rate" to continue a diverged run more gently); others refuse.
+    c.train.allow_changes = ""
 
     c.distributed = ml_collections.ConfigDict()
     c.distributed.coordinator_address = ml_collections.config_dict.placeholder(str)

@@ -63,6 +63,7 @@ def test_unknown_encoder_name_lists_choices():
         ("--config.data.no_such_field=1", "no_such_field"),
         ("--config.data.batch_size=lots", "batch_size"),
         ("--config.target=band_gap", "unknown target"),
+        ("--config.nonexistent=1", "error: the config has no field 'nonexistent'"),
     ],
 )
 def test_bad_override_fails_naming_the_field(tmp_path, override, message, experiment_command):
@@ -70,6 +71,8 @@ def test_bad_override_fails_naming_the_field(tmp_path, override, message, experi
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
+    if "nonexistent" in override:  # a mistyped field: one line, no traceback
+        assert "Traceback" not in result.stderr, result.stderr
 
 
 def test_configs_import_no_model_code():

@@ -91,6 +91,8 @@ def make_budget(
     `slack` > 1 leaves room for above-average molecules, so the graph count is usually
     what fills a shard; the padding fraction is roughly 1 - 1/slack.
     """
+    if batch_size < 1 or n_shards < 1:
+        raise ValueError(f"batch_size {batch_size} and {n_shards} shards must be positive")
     if batch_size % n_shards:
         raise ValueError(f"batch_size {batch_size} is not divisible by {n_shards} shards")
     per_shard = batch_size // n_shards

@@ -36,15 +36,27 @@ def _manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
     )
 
 
-def check_finite(tree: Any, what: str) -> None:
-    """Raise before a NaN/Inf ever reaches disk (host-side: state is replicated)."""
-    bad = [
-        jax.tree_util.keystr(path)
-        for path, x in jax.tree_util.tree_leaves_with_path(tree)
-        if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.isfinite(np.asarray(x)).all()
-    ]
+def check_finite(tree: Any, what: str, max_abs: float = np.inf) -> None:
+    """Raise before a NaN/Inf (or a value beyond `max_abs`: a diverged run) reaches disk.
+
+    Host-side: the state is replicated.
+    """
+    bad, big = [], []
+    for path, x in jax.tree_util.tree_leaves_with_path(tree):
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating):
+            continue
+        if not np.isfinite(x).all():
+            bad.append(jax.tree_util.keystr(path))
+        elif x.size and np.abs(x).max() > max_abs:
+            big.append(f"{jax.tree_util.keystr(path)} (max |x| {np.abs(x).max():.3g})")
     if bad:
         raise FloatingPointError(f"refusing to checkpoint {what}: non-finite values in {bad[:5]}")
+    if big:
+        raise FloatingPointError(
+            f"refusing to checkpoint {what}: parameters beyond train.max_param_abs={max_abs:g} "
+            f"(diverged): {big[:5]}"
+        )
 
 
 class Checkpointer:
@@ -55,8 +67,19 @@ class Checkpointer:
         self.latest = _manager(os.path.join(root, "latest"), max_to_keep)
         self.best = _manager(os.path.join(root, "best"), 1)
 
-    def save(self, manager: str, step: int, arrays: dict, data_state: dict, config: dict) -> None:
+    def save(
+        self,
+        manager: str,
+        step: int,
+        arrays: dict,
+        data_state: dict,
+        config: dict,
+        max_param_abs: float = np.inf,
+    ) -> None:
+        """Write step `step`; refuses non-finite arrays and params beyond `max_param_abs`."""
         check_finite(arrays, f"step {step}")
+        if "params" in arrays:
+            check_finite(arrays["params"], f"step {step}", max_param_abs)
         mgr = getattr(self, manager)
         mgr.save(
             step,
@@ -72,15 +95,33 @@ class Checkpointer:
         return getattr(self, manager).latest_step()
 
     def restore(self, manager: str, abstract_arrays: dict, step: int | None = None):
-        """(arrays, data_state, config) of `step` (default newest), shaped like the template."""
-        restored = _restore(
-            getattr(self, manager),
-            step,
-            arrays=ocp.args.StandardRestore(abstract_arrays),
-            data=ocp.args.JsonRestore(),
-            config=ocp.args.JsonRestore(),
-        )
-        return restored.arrays, restored.data, restored.config
+        """(arrays, data_state, config) of `step`, shaped like the template.
+
+        Without `step`, the newest readable one: an unreadable newer step (a torn or
+        corrupted write) is skipped with a warning naming it, and the next older kept
+        step is tried.
+        """
+        mgr = getattr(self, manager)
+        steps = [step] if step is not None else sorted(mgr.all_steps(), reverse=True)
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {mgr.directory}")
+        errors = []
+        for candidate in steps:
+            try:
+                restored = _restore(
+                    mgr,
+                    candidate,
+                    arrays=ocp.args.StandardRestore(abstract_arrays),
+                    data=ocp.args.JsonRestore(),
+                    config=ocp.args.JsonRestore(),
+                )
+            except CheckpointError as e:
+                errors.append(str(e))
+                continue
+            for error in errors:
+                print(f"warning: skipped an unreadable checkpoint: {error}; using step {candidate}")
+            return restored.arrays, restored.data, restored.config
+        raise CheckpointError("; ".join(errors))
 
     def close(self) -> None:
         self.latest.close()

@@ -193,16 +193,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
     run = setup(config, mesh)
     task = run.task
     loop.fit(run, config, workdir)
-    best = loop.restore_best(run, workdir)
+    best, which = loop.restore_best(run, workdir)
     test = evaluate(task.predict_fn, best["params"], run.iterators["test"], mesh, len(task.targets))
     baseline = pipeline.mean_predictor_mae(task.splits, "test", forces="forces" in task.metrics)
     with MetricWriter(workdir) as writer:
         writer.write(config.train.num_steps, _named("mae", task.metrics, test), "test")
-    rows = {"test MAE (best valid checkpoint)": test, "mean-predictor MAE": baseline}
+    label = "best valid checkpoint" if which == "best" else f"{which} checkpoint"
+    rows = {f"test MAE ({label})": test, "mean-predictor MAE": baseline}
     table = format_table(task.metrics, task.units, rows)
     result = {
         "test_mae": dict(zip(task.metrics, test.tolist(), strict=True)),
         "mean_predictor_mae": dict(zip(task.metrics, baseline.tolist(), strict=True)),
+        "checkpoint": which,
         "n_train": len(task.splits["train"]),
         "steps": config.train.num_steps,
     }

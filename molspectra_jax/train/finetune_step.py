@@ -20,7 +20,7 @@ from molspectra_jax.data.batching import GraphBatch
 from molspectra_jax.graph import Graph
 from molspectra_jax.models.property_model import PropertyModel
 from molspectra_jax.train import sharding
-from molspectra_jax.train.optim import global_norm
+from molspectra_jax.train.optim import bad_steps, global_norm
 from molspectra_jax.train.state import TrainState
 
 
@@ -125,5 +125,6 @@ def train_step(state: TrainState, batch: GraphBatch, **loss_kwargs):
     key = jax.random.fold_in(state.key, state.step)
     grad_fn = jax.value_and_grad(functools.partial(finetune_loss, **loss_kwargs), has_aux=True)
     (_, metrics), grads = grad_fn(state.params, batch, key)
-    metrics["grad_norm"] = global_norm(grads)
-    return state.apply_gradients(grads), metrics
+    state = state.apply_gradients(grads)
+    metrics.update(grad_norm=global_norm(grads), bad_steps=bad_steps(state.opt_state))
+    return state, metrics

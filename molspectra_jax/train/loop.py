@@ -1,16 +1,24 @@
 """The one runner: a `Run` (what a task trains, on what, how it is scored) and `fit`.
 
 `pretrain.setup` and `finetune.setup` each build a `Run`; `fit` resumes it from the
-latest checkpoint (state, RNG key, data position), runs the jitted step with a progress
-bar, logs means of the step metrics, evaluates, and keeps `latest` and `best`
-checkpoints. It owns its checkpointer and metric writer and closes them.
+latest readable checkpoint (state, RNG key, data position), runs the jitted step with a
+progress bar, logs means of the step metrics, evaluates, and keeps `latest` and `best`
+checkpoints. It owns its checkpointer, metric writer and workdir lock and closes them.
+
+A run knows what it is: resuming compares the checkpoint's config and run constants
+(target statistics) with this run's and refuses a change of what is trained or how; a
+run whose gradients stay non-finite for `optim.max_bad_steps` steps stops at once, and
+diverged parameters never reach a checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
+import json
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,11 +29,35 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from molspectra_jax.train import sharding
-from molspectra_jax.train.checkpoint import Checkpointer
+from molspectra_jax.train.checkpoint import Checkpointer, CheckpointError
 from molspectra_jax.train.metrics import MetricWriter
+from molspectra_jax.train.optim import reset_bad_steps
 from molspectra_jax.train.state import TrainState
 
 STATE_FIELDS = ("step", "params", "opt_state", "key", "batch_stats")
+# Config fields a resumed run may change: how long and how it reports, where it runs.
+RESUMABLE = (
+    "train.num_steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.max_to_keep",
+    "train.progress_bar",
+    "train.allow_changes",
+    "distributed.",
+    "data.cache_dir",
+    "init_from",  # used on a fresh start only
+)
+_MISSING = "<absent>"
+_ADVICE = (
+    "Lower optim.learning_rate or set optim.clip_norm, then re-run: it resumes from that "
+    "checkpoint (add --config.train.allow_changes=optim to change this run's optimizer)"
+)
+
+
+class RunError(RuntimeError):
+    """A run cannot go on as asked: it diverged, its workdir is taken, or resuming would
+    silently change it into another run. The message says why and what to do."""
 
 
 @dataclasses.dataclass
@@ -61,7 +93,11 @@ class Run:
 
 
 def start(config, workdir: str) -> Mesh:
-    """Multi-host initialisation (if configured), the workdir, the device mesh."""
+    """Check the loop settings, initialise multi-host (if configured), make the workdir
+    and the device mesh. Runs before anything is compiled."""
+    for field in ("num_steps", "log_every", "eval_every", "checkpoint_every", "max_to_keep"):
+        if not isinstance(config.train[field], int) or config.train[field] < 1:
+            raise ValueError(f"train.{field}={config.train[field]!r} must be an integer >= 1")
     sharding.initialize_distributed(**config.distributed)
     os.makedirs(workdir, exist_ok=True)
     return sharding.make_mesh()
@@ -72,19 +108,121 @@ def checkpoint_arrays(state: TrainState, extra: dict) -> dict:
     return {**{k: getattr(state, k) for k in STATE_FIELDS}, **extra}
 
 
-def restore_best(run: Run, workdir: str) -> dict:
-    """The arrays of `<workdir>/checkpoints/best` (params, ..., extra arrays)."""
+def restore_best(run: Run, workdir: str) -> tuple[dict, str]:
+    """(arrays, which) of the best-validation checkpoint, or of `latest` (saying so) when
+    `best` is missing or unreadable."""
     state = sharding.replicate(run.state, run.mesh)
-    extra = sharding.replicate(run.extra_arrays, run.mesh)
+    template = checkpoint_arrays(state, sharding.replicate(run.extra_arrays, run.mesh))
     ckpt = Checkpointer(workdir, 1)
     try:
-        return ckpt.restore("best", checkpoint_arrays(state, extra))[0]
+        try:
+            return ckpt.restore("best", template)[0], "best"
+        except CheckpointError as e:
+            print(f"warning: {e}; reporting the latest checkpoint instead")
+            return ckpt.restore("latest", template)[0], "latest (best unreadable)"
     finally:
         ckpt.close()
 
 
+def config_changes(saved: dict, current: dict) -> dict[str, tuple]:
+    """{"section.field": (saved value, current value)} of every field that differs."""
+
+    def flat(tree, prefix=""):
+        out = {}
+        for k, v in tree.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(saved), flat(json.loads(json.dumps(current)))  # tuples -> lists, as saved
+    keys = sorted(set(a) | set(b))
+    return {k: (a.get(k, _MISSING), b.get(k, _MISSING)) for k in keys if a.get(k) != b.get(k)}
+
+
+def check_resumable(saved: dict, config, directory: str) -> None:
+    """Refuse to resume a run whose data, split, model, loss or optimizer changed."""
+    allowed = [a.strip() for a in config.train.allow_changes.split(",") if a.strip()]
+    changes = config_changes(saved, config.to_dict())
+    refused = {
+        k: v for k, v in changes.items() if not any(k.startswith(p) for p in (*RESUMABLE, *allowed))
+    }
+    if refused:
+        diff = "; ".join(
+            f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in refused.items()
+        )
+        raise RunError(
+            f"{directory} holds another run: {diff}. Use a new --workdir, or the checkpoint's "
+            f"values, or accept the change with --config.train.allow_changes={','.join(refused)}"
+        )
+    for k, (a, b) in changes.items():
+        print(f"resuming with {k} changed: {a!r} -> {b!r}")
+
+
+class WorkdirLock:
+    """An exclusive lock on `<workdir>/.lock` (process 0 only): a second run on the same
+    workdir stops at once, naming the first. The kernel releases it when its process
+    dies, so a lock left by a killed run never blocks the next one."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, ".lock")
+        self.file = None
+
+    def __enter__(self) -> WorkdirLock:
+        if jax.process_index() != 0:
+            return self
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise RunError(
+                f"{os.path.dirname(self.path)} is in use by another run ({holder}); wait for "
+                "it to finish or use another --workdir"
+            ) from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()
+
+
 def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
     """Train `run` to `config.train.num_steps`; returns (state, last validation metrics)."""
+    with WorkdirLock(workdir):
+        return _fit(run, config, workdir)
+
+
+def _restore_latest(run: Run, ckpt: Checkpointer, state: TrainState, extra: dict, config):
+    """(state, data_state) of the newest readable `latest` step, after checking that it
+    is this run (config and run constants); `state` and `extra` are the templates."""
+    arrays, data_state, saved_config = ckpt.restore("latest", checkpoint_arrays(state, extra))
+    check_resumable(saved_config, config, ckpt.latest.directory)
+    for name, current in run.extra_arrays.items():
+        for (path, a), b in zip(
+            jax.tree_util.tree_leaves_with_path(arrays[name]), jax.tree.leaves(current), strict=True
+        ):
+            if not np.allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=0):
+                raise RunError(
+                    f"{ckpt.latest.directory}: run constant {name}{jax.tree_util.keystr(path)} "
+                    "differs from this run's (the data changed since the checkpoint); use a "
+                    "new --workdir"
+                )
+    state = state.replace(**{k: arrays[k] for k in STATE_FIELDS})
+    # A resumed run starts with a fresh count of non-finite steps.
+    state = state.replace(opt_state=reset_bad_steps(state.opt_state))
+    return state, data_state
+
+
+def _fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
     train = config.train
     # Replicated over the mesh (state too, before restoring: a restore template's sharding
     # is the result's); multi-host checkpoints take only global arrays.
@@ -92,24 +230,30 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
     state = sharding.replicate(run.state, run.mesh)
     iterator = run.iterators["train"]
     ckpt = Checkpointer(workdir, train.max_to_keep)
-    writer = MetricWriter(workdir)
+    writer = None
     try:
-        best = np.inf
+        best, resumed_from, last_saved = np.inf, None, None
         if ckpt.latest_step() is not None:
-            arrays, data_state, _ = ckpt.restore("latest", checkpoint_arrays(state, extra))
-            state = state.replace(**{k: arrays[k] for k in STATE_FIELDS})
+            state, data_state = _restore_latest(run, ckpt, state, extra, config)
             iterator.restore(data_state)
-            best = float(data_state["best"])
-            print(f"resumed from step {int(state.step)} (epoch {data_state['epoch']})")
+            best, resumed_from = float(data_state["best"]), int(state.step)
+            last_saved = resumed_from
+            print(f"resumed from step {resumed_from} (epoch {data_state['epoch']})")
         elif run.init_from is not None:
             state = sharding.replicate(run.init_from(state), run.mesh)  # see sharding.jit_step
+        writer = MetricWriter(workdir, resumed_from=resumed_from)
         if jax.process_index() == 0:
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 f.write(config.to_json_best_effort(indent=2))
 
         def save(manager: str, step: int) -> None:
             data_state = {**iterator.state(), "best": best}
-            ckpt.save(manager, step, checkpoint_arrays(state, extra), data_state, config.to_dict())
+            arrays = checkpoint_arrays(state, extra)
+            try:
+                ckpt.save(manager, step, arrays, data_state, config.to_dict(), train.max_param_abs)
+            except FloatingPointError as e:
+                saved = "none yet" if last_saved is None else f"step {last_saved}, intact"
+                raise RunError(f"stopping: {e}. Last checkpoint: {saved}. {_ADVICE}") from e
 
         bar = tqdm(
             total=train.num_steps,
@@ -118,9 +262,12 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
             unit="step",
             disable=not train.progress_bar or jax.process_index() != 0,
         )
-        history, t0, valid = [], time.time(), {}
+        history, t0, valid, previous = [], time.time(), {}, None
         for step in range(int(state.step) + 1, train.num_steps + 1):
             state, metrics = run.step_fn(state, sharding.global_batch(next(iterator), run.mesh))
+            # The previous step's count, read while this one runs: the device stays busy.
+            _check_divergence(previous, step - 1, config.optim.max_bad_steps, last_saved)
+            previous = metrics
             history.append(metrics)
             bar.update(1)
             last = step == train.num_steps
@@ -135,6 +282,7 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
                     )
                 history, t0 = [], time.time()
             if step % train.eval_every == 0 or last:
+                _check_divergence(metrics, step, config.optim.max_bad_steps, last_saved)
                 score, valid = run.evaluate(state)
                 writer.write(step, valid, "valid")
                 bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in valid.items()))
@@ -142,9 +290,28 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
                     best = score
                     save("best", step)
             if step % train.checkpoint_every == 0 or last:
+                _check_divergence(metrics, step, config.optim.max_bad_steps, last_saved)
                 save("latest", step)
+                last_saved = step
+        _check_divergence(previous, train.num_steps, config.optim.max_bad_steps, last_saved)
         bar.close()
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
         ckpt.close()
     return state, valid
+
+
+def _check_divergence(metrics, step: int, max_bad_steps: int, last_saved) -> None:
+    """Stop the run once `max_bad_steps` consecutive steps had non-finite gradients."""
+    if metrics is None:
+        return
+    bad = int(metrics["bad_steps"])
+    if bad < max_bad_steps:
+        return
+    saved = "none yet" if last_saved is None else f"step {last_saved}, intact"
+    raise RunError(
+        f"stopping at step {step}: {bad} consecutive steps with non-finite gradients (loss "
+        f"{float(metrics['loss']):.4g}); their updates were skipped, so the parameters are "
+        f"those of step {step - bad}. Last checkpoint: {saved}. {_ADVICE}"
+    )

@@ -8,18 +8,31 @@ import os
 import jax
 import numpy as np
 
+from molspectra_jax.files import atomic_open
+
 
 class MetricWriter:
-    """`write(step, {name: value}, prefix)` to `<workdir>/metrics.jsonl` and TensorBoard."""
+    """`write(step, {name: value}, prefix)` to `<workdir>/metrics.jsonl` and TensorBoard.
 
-    def __init__(self, workdir: str, tensorboard: bool = True):
+    `resumed_from=step`: a resumed run first drops what the interrupted one logged after
+    `step` (it is logged again) and the final "test" lines, so no step appears twice.
+    """
+
+    def __init__(self, workdir: str, tensorboard: bool = True, resumed_from: int | None = None):
         self.active = jax.process_index() == 0
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.tb = None
+        if self.active and resumed_from is not None and os.path.exists(self.path):
+            with open(self.path) as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+            kept = [r for r in rows if r["step"] <= resumed_from and r["split"] != "test"]
+            with atomic_open(self.path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
         if self.active and tensorboard:
             from tensorboardX import SummaryWriter
 
-            self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            purge = None if resumed_from is None else resumed_from + 1
+            self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
 
     def write(self, step: int, metrics: dict, prefix: str = "train") -> None:
         if not self.active:

@@ -20,7 +20,7 @@ from molspectra_jax.data.batching import GraphBatch
 from molspectra_jax.models.pretrain_model import PretrainModel
 from molspectra_jax.models.specformer import SpecFormer
 from molspectra_jax.train import sharding
-from molspectra_jax.train.optim import global_norm
+from molspectra_jax.train.optim import bad_steps, global_norm
 from molspectra_jax.train.state import TrainState
 
 
@@ -102,4 +102,6 @@ def pretrain_step(state: TrainState, batch: GraphBatch, **loss_kwargs):
     batch_stats = jax.tree.map(
         lambda new, old: jnp.where(finite, new, old), batch_stats, state.batch_stats
     )
-    return state.apply_gradients(grads).replace(batch_stats=batch_stats), metrics
+    state = state.apply_gradients(grads).replace(batch_stats=batch_stats)
+    metrics["bad_steps"] = bad_steps(state.opt_state)
+    return state, metrics

@@ -5,17 +5,18 @@
   python -m experiments.generate_spectra --source qm9 --limit 100000 --out big/ \\
       --dask_scheduler tcp://scheduler:8786
 
-Re-running the same command resumes: finished molecules are skipped. Flags are absl's,
-spelled with underscores: --shard_size, --dask_scheduler, --no_progress.
+Re-running the same command resumes, a larger --limit grows the store, and a run that would
+make other spectra than `<out>/store.json` records is refused. Flags are absl's, spelled
+with underscores: --shard_size, --dask_scheduler, --on_error.
 """
 
-import json
-import os
+import sys
 
 from absl import app, flags
 
 from molspectra_jax.data import sources
-from molspectra_jax.spectroscopy import components, generate
+from molspectra_jax.data.records import DataError
+from molspectra_jax.spectroscopy import components, generate, identity
 
 _SOURCE = flags.DEFINE_enum("source", "qm9", sources.SOURCES, "Molecule source.")
 _INPUT = flags.DEFINE_string("input", None, "SDF/XYZ/SMILES file (for --source sdf|xyz|smiles).")
@@ -27,6 +28,7 @@ _SHARD_SIZE = flags.DEFINE_integer("shard_size", 100, "Molecules per shard.")
 _WORKERS = flags.DEFINE_integer("workers", None, "Local processes (default: cores).")
 _DASK = flags.DEFINE_string("dask_scheduler", None, "Run on this Dask scheduler instead.")
 _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "No progress bar.")
+_ON_ERROR = flags.DEFINE_enum("on_error", "raise", ["raise", "skip"], "Bad records: stop/skip.")
 flags.mark_flag_as_required("out")
 
 
@@ -35,44 +37,41 @@ def run(source, out: str, *, components, shard_size, workers, dask_scheduler, pr
     settings = generate.GenerationSettings(
         components=tuple(c.strip() for c in components if c.strip()), shard_size=shard_size
     )
-    os.makedirs(out, exist_ok=True)
-    if source.names is not None:
-        with open(os.path.join(out, "names.json"), "w") as f:
-            json.dump(dict(zip(map(int, source.ids), source.names, strict=True)), f)
     print(f"{len(source.ids)} molecules from {source.label}; components {settings.components}")
     summary = generate.generate(
         source.ids,
         source.get,
         out,
         settings,
-        source=source.label,
+        source=source.identity,
+        names=source.names,
         workers=workers,
         dask_scheduler=dask_scheduler,
         progress=progress,
     )
-    rate = 3600 * summary.computed / len(settings.components) / max(summary.seconds, 1e-9)
-    print(
-        f"computed {summary.computed}, skipped {summary.skipped} (already done), "
-        f"failed {len(summary.failures)} in {summary.seconds:.0f} s ({rate:.0f} molecules/hour)"
-    )
-    for component, mol_id, message in summary.failures:
-        print(f"  FAILED {component} molecule {mol_id}: {message}")
+    print(summary.report(len(settings.components), source.skipped))
     return 0
 
 
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    source = sources.make_source(_SOURCE.value, _INPUT.value, _LIMIT.value, _SEED.value)
-    return run(
-        source,
-        _OUT.value,
-        components=_COMPONENTS.value,
-        shard_size=_SHARD_SIZE.value,
-        workers=_WORKERS.value,
-        dask_scheduler=_DASK.value,
-        progress=not _NO_PROGRESS.value,
-    )
+    try:
+        source = sources.make_source(
+            _SOURCE.value, _INPUT.value, _LIMIT.value, _SEED.value, _ON_ERROR.value
+        )
+        return run(
+            source,
+            _OUT.value,
+            components=_COMPONENTS.value,
+            shard_size=_SHARD_SIZE.value,
+            workers=_WORKERS.value,
+            dask_scheduler=_DASK.value,
+            progress=not _NO_PROGRESS.value,
+        )
+    except (DataError, identity.StoreConflict) as e:  # a bad input record, or another run's store
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

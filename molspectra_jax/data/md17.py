@@ -41,7 +41,16 @@ def load_md17(path: str) -> MoleculeDataset:
             f"{path}: arrays {missing} missing (has {sorted(present)}); "
             "expected the sGDML layout R, E, F, z"
         )
-    z, r, f_, energy = arrays["z"].astype(np.int32), arrays["R"], arrays["F"], arrays["E"]
+    z, r, f_, energy = arrays["z"], arrays["R"], arrays["F"], arrays["E"]
+    if z.ndim != 1 or z.dtype.kind not in "iuf":
+        raise DataError(f"{path}: z {z.dtype} {z.shape} is not a vector of atomic numbers")
+    bad = ~np.isfinite(z) | (z != np.round(z)) | (z < 1) | (z > 118)  # a cast would truncate
+    if bad.any():
+        raise DataError(
+            f"{path}: z holds {z[bad][:5].tolist()} at atoms {np.flatnonzero(bad)[:5].tolist()}, "
+            "not atomic numbers (integers 1..118)"
+        )
+    z = z.astype(np.int32)
     n = len(z)
     if r.ndim != 3 or r.shape[1:] != (n, 3) or f_.shape != r.shape or energy.size != len(r):
         raise DataError(

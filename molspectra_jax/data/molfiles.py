@@ -4,11 +4,12 @@ Every reader returns `(records, skipped)`: the molecules read, and one message p
 record that was skipped. With `on_error="raise"` (default) the first bad record raises
 a `DataError` naming the file and the record; with `on_error="skip"` bad records are
 collected in `skipped` so the caller can report the count. Nothing is ever silently
-dropped or guessed.
+dropped or guessed. Each record read keeps its 1-based record `number` in the file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 
@@ -23,6 +24,9 @@ from molspectra_jax.data.records import (
 )
 
 _Z = {s: z for z, s in enumerate(ELEMENT_SYMBOLS) if z > 0}
+# Two atoms closer than this are one atom written twice (or coordinates lost, all at the
+# origin): the shortest real bond, H2, is 0.74 Å.
+MIN_DISTANCE = 0.1
 
 
 def read_sdf(
@@ -81,10 +85,12 @@ def read_xyz(
 ) -> tuple[list[MoleculeRecord], list[str]]:
     """Frames of a (multi-frame) XYZ file: count line, comment line, `El x y z` lines (Å)."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text XYZ file (byte {e.start}: {e.reason})") from None
     frames, cursor = [], 0
     while cursor < len(lines):
         if not lines[cursor].strip():
@@ -99,13 +105,22 @@ def read_xyz(
                 f"{path}, record {len(frames) + 1} (line {cursor + 1}): "
                 f"expected an atom count, got {lines[cursor]!r}"
             ) from None
-        frames.append((cursor, lines[cursor : cursor + n + 2]))
-        cursor += n + 2
+        # A blank or a lone-count line among the atom lines: this frame has fewer atoms
+        # than it declares and the next frame starts there; blame this one, read the next.
+        body = lines[cursor + 2 : cursor + n + 2]
+        end = next((j for j, line in enumerate(body) if _ends_frame(line)), len(body))
+        frames.append((cursor, lines[cursor : cursor + 2 + end], end < len(body)))
+        cursor += 2 + end
 
     def parse(i: int):
-        start, block = frames[i]
+        start, block, cut = frames[i]
         n = int(block[0].split()[0])
         where = f"{path}, record {i + 1} (line {start + 1})"
+        if cut:
+            raise DataError(
+                f"{where}: declares {n} atoms but has {len(block) - 2} atom lines before "
+                f"line {start + len(block) + 1}"
+            )
         if len(block) != n + 2:
             raise DataError(f"{where}: file ends after {max(len(block) - 2, 0)} of {n} atoms")
         z, pos = [], []
@@ -126,6 +141,12 @@ def read_xyz(
     if not frames:
         raise DataError(f"{path}: no XYZ frames found")
     return _collect(path, range(len(frames)), parse, elements, max_atoms, on_error)
+
+
+def _ends_frame(line: str) -> bool:
+    """Whether an XYZ line cannot be an atom line: blank, or an atom count alone."""
+    fields = line.split()
+    return not fields or (len(fields) == 1 and fields[0].isdigit())
 
 
 def read_smiles(
@@ -161,15 +182,21 @@ def read_smiles(
         mol = Chem.MolFromSmiles(smiles)
         if mol is None:
             raise DataError(f"{label}, record {i + 1}: invalid SMILES {smiles!r}")
+        if mol.GetNumAtoms() == 0:  # RDKit parses "" to a molecule without atoms
+            raise DataError(f"{label}, record {i + 1}: empty SMILES {smiles!r}")
         mol = Chem.AddHs(mol)
         params = AllChem.ETKDGv3()
         params.randomSeed = seed
-        if AllChem.EmbedMolecule(mol, params) != 0:
+        try:
+            status = AllChem.EmbedMolecule(mol, params)
+            if status == 0 and AllChem.MMFFHasAllMoleculeParams(mol):
+                AllChem.MMFFOptimizeMolecule(mol)
+            elif status == 0:
+                AllChem.UFFOptimizeMolecule(mol)
+        except (RuntimeError, ValueError) as e:  # RDKit's own, e.g. "Bad Conformer Id"
+            raise DataError(f"{label}, record {i + 1}: RDKit failed on {smiles!r} ({e})") from None
+        if status != 0:
             raise DataError(f"{label}, record {i + 1}: RDKit could not embed {smiles!r} in 3D")
-        if AllChem.MMFFHasAllMoleculeParams(mol):
-            AllChem.MMFFOptimizeMolecule(mol)
-        else:
-            AllChem.UFFOptimizeMolecule(mol)
         z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], np.int32)
         pos = np.asarray(mol.GetConformer().GetPositions(), np.float32)
         return MoleculeRecord(name, z, pos)
@@ -193,13 +220,14 @@ def _collect(source, indices: Iterable[int], parse, elements, max_atoms, on_erro
                 record.positions,
                 elements=elements,
                 max_atoms=max_atoms,
+                min_distance=MIN_DISTANCE,
             )
         except DataError as e:
             if on_error == "raise":
                 raise
             skipped.append(str(e))
             continue
-        records.append(record)
+        records.append(dataclasses.replace(record, number=i + 1))
     if not records:
         raise DataError(f"{source}: no usable molecules ({len(skipped)} skipped: {skipped[:3]})")
     return records, skipped

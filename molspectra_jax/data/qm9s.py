@@ -28,7 +28,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from molspectra_jax import files
-from molspectra_jax.data.records import DataError
+from molspectra_jax.data.records import DataError, join_error
 from molspectra_jax.spectra import SPECTRA
 
 FORMAT_VERSION = "2"
@@ -142,9 +142,54 @@ def read_molecule_table(path: str, progress: bool = False) -> MoleculeTable:
     return table
 
 
+def _chunks(path: str, chunk_rows: int, **kwargs) -> Iterator[tuple[int, pd.DataFrame]]:
+    """(1-based data row of its first line, chunk) of a release CSV, streamed; a row with
+    more values than the header, or an unreadable file, raises DataError naming the file."""
+    row = 1
+    try:
+        for chunk in pd.read_csv(path, chunksize=chunk_rows, **kwargs):
+            yield row, chunk
+            row += len(chunk)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path}: malformed CSV ({str(e).strip()})") from None
+
+
+def _id_column(path: str, chunk: pd.DataFrame, row: int) -> np.ndarray:
+    """[rows] int64 QM9S numbers of a chunk whose first data row is `row`."""
+    ids = pd.to_numeric(chunk.iloc[:, 0], errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(ids) | (ids != np.round(ids))
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}, data row {row + r}: molecule number {chunk.iloc[r, 0]!r} is not an integer"
+        )
+    return ids.astype(np.int64)
+
+
+def _spectra_values(path: str, chunk: pd.DataFrame, row: int) -> np.ndarray:
+    """[rows, width] float32 spectra of a chunk; a short row (pandas pads it with NaN) or a
+    value that is no number raises DataError naming the file, the row and the molecule."""
+    columns = chunk.iloc[:, 1:]
+    try:
+        values = columns.to_numpy(np.float32)
+    except (TypeError, ValueError):  # a text cell: find it below
+        values = columns.apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
+    bad = ~np.isfinite(values)  # [rows, width]
+    if bad.any():
+        r = int(np.flatnonzero(bad.any(axis=1))[0])
+        raise DataError(
+            f"{path}, data row {row + r} (QM9S number {chunk.iloc[r, 0]}): "
+            f"{int(bad[r].sum())} of {values.shape[1]} spectrum values missing or not numbers"
+        )
+    return values
+
+
 def read_header(path: str, kind: str) -> int:
     """Check a release CSV's grid header; returns its number of spectrum columns."""
-    header = pd.read_csv(path, nrows=0).columns[1:]
+    try:
+        header = pd.read_csv(path, nrows=0).columns[1:]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: unreadable CSV header ({e})") from None
     try:
         grid = np.array([float(c) for c in header])
     except ValueError as e:
@@ -160,10 +205,7 @@ def read_header(path: str, kind: str) -> int:
 
 def read_ids(path: str, chunk_rows: int) -> np.ndarray:
     """First column of a release CSV, streamed: [rows] int64 in file order."""
-    parts = [
-        chunk.iloc[:, 0].to_numpy(np.int64)
-        for chunk in pd.read_csv(path, usecols=[0], chunksize=chunk_rows)
-    ]
+    parts = [_id_column(path, chunk, row) for row, chunk in _chunks(path, chunk_rows, usecols=[0])]
     ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     if len(np.unique(ids)) != len(ids):
         raise ValueError(f"{path}: duplicate molecule ids")
@@ -195,11 +237,11 @@ def _copy_rows(
     bar = tqdm(total=total, desc=name, unit=" rows", disable=not progress)
     with files.atomic_path(npy_path) as tmp, bar:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(kept), width))
-        for chunk in pd.read_csv(csv_path, chunksize=chunk_rows):
-            ids = chunk.iloc[:, 0].to_numpy(np.int64)
+        for row, chunk in _chunks(csv_path, chunk_rows):
+            ids = _id_column(csv_path, chunk, row)
             rows = np.searchsorted(kept, ids)
             found = (rows < len(kept)) & (kept[np.minimum(rows, len(kept) - 1)] == ids)
-            out[rows[found]] = chunk.iloc[:, 1:].to_numpy(np.float32)[found]
+            out[rows[found]] = _spectra_values(csv_path, chunk, row)[found]
             bar.update(len(chunk))
         out.flush()
         del out  # closes the memory map before the rename
@@ -265,11 +307,17 @@ def load_qm9s(out_dir: str) -> Qm9sSpectra:
     return Qm9sSpectra(**index, **arrays)
 
 
-def join_with_qm9(spectra: Qm9sSpectra, dataset) -> tuple[np.ndarray, np.ndarray]:
+def join_with_qm9(
+    spectra: Qm9sSpectra, dataset, where: str = "QM9S"
+) -> tuple[np.ndarray, np.ndarray]:
     """Molecules in both, matched by QM9 index: (dataset rows [K], spectra rows [K]).
+
+    The converted release holds each molecule's atom count, not its elements, so the
+    join checks the counts.
 
     Args:
       dataset: a `MoleculeDataset` (e.g. `load_qm9()`) whose `ids` are QM9 indices.
+      where: the converted folder, named in the error.
     Raises:
       DataError: a joined molecule's atom count differs between QM9S and the dataset,
         i.e. the two number molecules differently.
@@ -280,14 +328,15 @@ def join_with_qm9(spectra: Qm9sSpectra, dataset) -> tuple[np.ndarray, np.ndarray
     counts = np.diff(np.asarray(dataset.offsets))[dataset_rows]
     wrong = np.flatnonzero(counts != spectra.n_atoms[spectra_rows])
     if len(wrong):
-        examples = ", ".join(
-            f"QM9 {dataset.ids[dataset_rows[i]]}: {counts[i]} atoms in QM9, "
-            f"{spectra.n_atoms[spectra_rows[i]]} in QM9S {spectra.ids[spectra_rows[i]]}"
-            for i in wrong[:3]
-        )
-        raise DataError(
-            f"{len(wrong)} of {len(counts)} molecules joined by QM9 index differ in atom "
-            f"count ({examples}); the QM9S molecule files and this QM9 number molecules "
-            "differently"
+        raise join_error(
+            where,
+            "joined by QM9 index differ in atom count",
+            wrong,
+            len(counts),
+            lambda i: (
+                f"QM9 {dataset.ids[dataset_rows[i]]}: {counts[i]} atoms in QM9, "
+                f"{spectra.n_atoms[spectra_rows[i]]} in QM9S {spectra.ids[spectra_rows[i]]}"
+            ),
+            "the QM9S molecule files and this QM9 number molecules differently",
         )
     return dataset_rows, spectra_rows

@@ -32,12 +32,14 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class MoleculeRecord:
-    """One molecule as read from a file: `atomic_numbers [n]`, `positions [n, 3]` (Å)."""
+    """One molecule as read from a file: `atomic_numbers [n]`, `positions [n, 3]` (Å);
+    `number`: its 1-based record number in the file (0 if not from one)."""
 
     name: str
     atomic_numbers: np.ndarray
     positions: np.ndarray
     targets: np.ndarray | None = None
+    number: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,8 +183,13 @@ def check_molecule(
     *,
     elements: Sequence[int] = DEFAULT_ELEMENTS,
     max_atoms: int | None = None,
+    min_distance: float | None = None,
 ) -> None:
-    """Raise DataError naming `source` and `record` if the molecule cannot be modelled."""
+    """Raise DataError naming `source` and `record` if the molecule cannot be modelled.
+
+    `min_distance` (Å): refuse two atoms closer than this (coincident atoms: a file whose
+    coordinates were lost, e.g. every atom at the origin).
+    """
     where = f"{source}, record {record}"
     if len(atomic_numbers) == 0:
         raise DataError(f"{where}: molecule has no atoms")
@@ -202,6 +209,48 @@ def check_molecule(
         )
     if max_atoms is not None and len(atomic_numbers) > max_atoms:
         raise DataError(f"{where}: {len(atomic_numbers)} atoms exceeds the budget of {max_atoms}")
+    if min_distance is not None and len(atomic_numbers) > 1:
+        from scipy.spatial import cKDTree
+
+        pairs = sorted(cKDTree(positions).query_pairs(min_distance))
+        if pairs:
+            i, j = pairs[0]
+            d = float(np.linalg.norm(positions[i] - positions[j]))
+            raise DataError(
+                f"{where}: atoms {i + 1} and {j + 1} are {d:.3f} Å apart (closer than "
+                f"{min_distance} Å: coincident atoms; {len(pairs)} such pairs)"
+            )
+
+
+def different_atoms(
+    atomic_numbers: np.ndarray, offsets: np.ndarray, other: np.ndarray, other_offsets: np.ndarray
+) -> np.ndarray:
+    """Molecules m whose atoms differ between two flat layouts of M molecules: [K] rows.
+
+    Args:
+      atomic_numbers, other: [A], [A'] int atoms back to back; offsets, other_offsets:
+        [M + 1] each. Atom order is free: molecule m differs if its atom count or its
+        multiset of elements does.
+    """
+    counts, other_counts = np.diff(offsets), np.diff(other_offsets)
+    rows = np.flatnonzero(counts == other_counts)
+    n = counts[rows]
+    segment = np.repeat(np.arange(len(rows), dtype=np.int64), n)  # [A_same]
+    # Sorting segment * 256 + z sorts each molecule's elements and keeps molecules apart.
+    key = np.sort(segment * 256 + atomic_numbers[_ranges(offsets[rows], n)])
+    other_key = np.sort(segment * 256 + other[_ranges(other_offsets[rows], n)])
+    differs = np.zeros(len(rows), bool)
+    differs[key[key != other_key] // 256] = True
+    return np.sort(np.concatenate([np.flatnonzero(counts != other_counts), rows[differs]]))
+
+
+def join_error(
+    where: str, problem: str, wrong: np.ndarray, total: int, describe, advice: str
+) -> DataError:
+    """The error of a join by id whose rows `wrong` [K] (of `total`) hold other molecules:
+    names `where`, the count, up to three rows (`describe(row) -> str`) and the way on."""
+    examples = "; ".join(describe(int(row)) for row in wrong[:3])
+    return DataError(f"{where}: {len(wrong)} of {total} molecules {problem} ({examples}); {advice}")
 
 
 def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[np.ndarray]:

@@ -23,7 +23,14 @@ import numpy as np
 
 from molspectra_jax.data import md17, molfiles
 from molspectra_jax.data.qm9 import QM9_SPLIT_SIZES, TARGET_NAMES, TARGET_UNITS, load_qm9
-from molspectra_jax.data.records import DataError, MoleculeDataset, from_records, split_indices
+from molspectra_jax.data.records import (
+    DataError,
+    MoleculeDataset,
+    different_atoms,
+    from_records,
+    join_error,
+    split_indices,
+)
 
 SPLITS = ("train", "valid", "test")
 FILE_READERS = {"sdf": molfiles.read_sdf, "xyz": molfiles.read_xyz, "smiles": molfiles.read_smiles}
@@ -196,15 +203,18 @@ def _load_spectra_store(folder: str, config) -> MoleculeDataset:
 
     Geometries come from QM9 by id (`config.geometry == "qm9"`, the equilibrium DFT
     structures denoising assumes) or from the store ("spectra": the GFN2 geometries the
-    spectra were computed at).
+    spectra were computed at). Joining by id is checked: a store made from another source
+    is refused, and so is any molecule whose atoms differ from its QM9 molecule's.
     """
+    from molspectra_jax.spectroscopy import identity
     from molspectra_jax.spectroscopy.embedded import (
         broaden_batch,
-        load_embedded_spectra,
+        embedded_spectra_dir,
         load_spectra,
     )
 
-    sticks = load_spectra(folder) if folder else load_embedded_spectra()
+    where = folder or "the shipped spectra"
+    sticks = load_spectra(folder or embedded_spectra_dir())
     dense = broaden_batch(sticks)
     if config.geometry == "spectra":
         return MoleculeDataset(
@@ -217,13 +227,34 @@ def _load_spectra_store(folder: str, config) -> MoleculeDataset:
         )
     if config.geometry != "qm9":
         raise ValueError(f"unknown geometry {config.geometry!r}; use 'qm9' or 'spectra'")
+    source = identity.read(folder or embedded_spectra_dir())["source"]
+    if source.get("kind") not in (None, "qm9"):
+        raise DataError(
+            f"{where}: its molecules come from {source['label']}, so its ids are not QM9 "
+            "indices; use the store's own geometries (geometry='spectra')"
+        )
     qm9 = load_qm9(config.cache_dir or None).select_targets(())
     row_of = {int(i): r for r, i in enumerate(qm9.ids)}
     missing = [int(i) for i in sticks.ids if int(i) not in row_of]
     if missing:
-        where = folder or "the shipped spectra"
         raise DataError(f"{where}: molecule ids {missing[:5]} are not QM9 indices")
     molecules = qm9.subset([row_of[int(i)] for i in sticks.ids])
+    wrong = different_atoms(
+        sticks.atomic_numbers, sticks.atom_offsets, molecules.atomic_numbers, molecules.offsets
+    )
+    if len(wrong):
+        raise join_error(
+            where,
+            "differ in their atoms from the QM9 molecule of their id",
+            wrong,
+            len(sticks),
+            lambda m: (
+                f"id {sticks.ids[m]}: the store holds "
+                f"{identity.formula(sticks.molecule(m)[0])}, QM9 {sticks.ids[m]} is "
+                f"{identity.formula(molecules.molecule(m)[0])}"
+            ),
+            "the store was not made from QM9: use its own geometries (geometry='spectra')",
+        )
     return dataclasses.replace(molecules, spectra=dense)
 
 
@@ -232,7 +263,7 @@ def _load_qm9s(folder: str, config) -> MoleculeDataset:
 
     spectra = load_qm9s(folder)
     qm9 = load_qm9(config.cache_dir or None).select_targets(())
-    rows, spectra_rows = join_with_qm9(spectra, qm9)
+    rows, spectra_rows = join_with_qm9(spectra, qm9, where=f"qm9s:{folder}")
     print(f"qm9s:{folder}: {len(rows)} of {len(spectra.ids)} QM9S molecules joined with QM9")
     dense = {k: np.asarray(getattr(spectra, k)[spectra_rows], np.float32) for k in KINDS}
     return dataclasses.replace(qm9.subset(rows), spectra=dense)
@@ -258,12 +289,24 @@ class MoleculeSource:
       get: position in `ids` -> (atomic_numbers [n], positions [n, 3] Å).
       names: [M] record names (files), or None for QM9.
       label: description recorded in the shards' metadata.
+      kind: "qm9", "sdf", "xyz" or "smiles"; path: the file (absolute), None for QM9;
+        seed: the QM9 order seed, None for files.
+      skipped: one message per unreadable record left out (files read with "skip").
     """
 
     ids: np.ndarray
     get: Callable[[int], tuple[np.ndarray, np.ndarray]]
     names: list[str] | None
     label: str
+    kind: str = ""
+    path: str | None = None
+    seed: int | None = None
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def identity(self) -> dict:
+        """What a spectra store records of its source (`spectroscopy.identity`)."""
+        return {"kind": self.kind, "path": self.path, "seed": self.seed, "label": self.label}
 
 
 def qm9_order(all_ids: np.ndarray, seed: int = EMBEDDED_SEED) -> np.ndarray:
@@ -282,29 +325,42 @@ def qm9_source(limit: int | None = None, seed: int = EMBEDDED_SEED) -> MoleculeS
         get=lambda p: dataset.molecule(positions[p]),
         names=None,
         label=f"qm9pack QM9, seeded order (seed {seed})",
+        kind="qm9",
+        seed=int(seed),
     )
 
 
-def file_source(kind: str, path: str, limit: int | None = None) -> MoleculeSource:
-    """Molecules of an SDF, XYZ or SMILES file (ids = 1-based record numbers)."""
+def file_source(
+    kind: str, path: str, limit: int | None = None, on_error: str = "raise"
+) -> MoleculeSource:
+    """The first `limit` molecules of an SDF, XYZ or SMILES file; ids are their 1-based
+    record numbers, so a record skipped (`on_error="skip"`) leaves a gap, not a shift."""
     if kind not in FILE_READERS:
         raise ValueError(f"unknown molecule source {kind!r}; choose from {list(SOURCES)}")
-    records, _ = FILE_READERS[kind](path)
+    records, skipped = FILE_READERS[kind](path, on_error=on_error)
     records = records[:limit]
     return MoleculeSource(
-        ids=np.arange(1, len(records) + 1),
+        ids=np.array([r.number for r in records], np.int64),
         get=lambda p: (records[p].atomic_numbers, records[p].positions),
         names=[r.name for r in records],
         label=f"{kind} file {path}",
+        kind=kind,
+        path=os.path.abspath(path),
+        skipped=tuple(skipped),
     )
 
 
 def make_source(
-    kind: str, path: str | None = None, limit: int | None = None, seed: int = EMBEDDED_SEED
+    kind: str,
+    path: str | None = None,
+    limit: int | None = None,
+    seed: int = EMBEDDED_SEED,
+    on_error: str = "raise",
 ) -> MoleculeSource:
-    """Dispatch on `kind` ("qm9", "sdf", "xyz", "smiles"); files need `path`."""
+    """Dispatch on `kind` ("qm9", "sdf", "xyz", "smiles"); files need `path` and are read
+    with `on_error` ("raise": the first unreadable record stops; "skip": it is listed)."""
     if kind == "qm9":
         return qm9_source(limit, seed)
     if path is None:
         raise ValueError(f"--source {kind} needs --input FILE")
-    return file_source(kind, path, limit)
+    return file_source(kind, path, limit, on_error)

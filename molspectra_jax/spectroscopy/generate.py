@@ -6,12 +6,18 @@ The molecules are processed in a fixed order; shard k of a component holds molec
 order[k * shard_size : (k + 1) * shard_size]. Each finished molecule is written at once
 (atomic), so a crash loses only the molecules in flight; a restart skips every finished
 molecule and consolidates complete shards.
+
+Before anything is written the run is checked against the store's identity
+(`identity.py`: source, shard size, settings, and each molecule by content): a run that
+would make other spectra is refused, one that extends the molecule order grows the store,
+and a finished shard is never rewritten with fewer molecules.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import json
 import multiprocessing
 import os
 import time
@@ -21,7 +27,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from molspectra_jax.spectroscopy import components
+from molspectra_jax import files
+from molspectra_jax.spectroscopy import components, identity
 from molspectra_jax.spectroscopy.store import SpectraStore
 
 # Recorded in every shard, with each registered component's package.
@@ -69,6 +76,18 @@ class Summary:
     skipped: int = 0
     failures: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+
+    def report(self, n_components: int, skipped: Sequence[str] = ()) -> str:
+        """Counts, rate, one line per failure and per `skipped` input record (unreadable,
+        left out before the run), as the command prints them."""
+        rate = 3600 * self.computed / max(n_components, 1) / max(self.seconds, 1e-9)
+        lines = [
+            f"computed {self.computed}, skipped {self.skipped} (already done), failed "
+            f"{len(self.failures)} in {self.seconds:.0f} s ({rate:.0f} molecules/hour)"
+        ]
+        lines += [f"  FAILED {c} molecule {i}: {message}" for c, i, message in self.failures]
+        lines += [f"  SKIPPED unreadable input record: {message}" for message in skipped]
+        return "\n".join(lines)
 
 
 def package_versions() -> dict[str, str]:
@@ -144,7 +163,8 @@ def generate(
     out_dir: str,
     settings: GenerationSettings = GenerationSettings(),
     *,
-    source: str = "",
+    source: str | Mapping[str, Any] = "",
+    names: Sequence[str] | None = None,
     workers: int | None = None,
     dask_scheduler: str | None = None,
     progress: bool = True,
@@ -154,18 +174,39 @@ def generate(
     Args:
       ids: [M] molecule ids (ints), the shard order; extending it later grows the store.
       get_molecule: position in `ids` -> (atomic_numbers [n], positions [n, 3] Å).
+      source: where the molecules come from: a label, or {"kind", "path", "seed",
+        "label"} (`data.sources.MoleculeSource.identity`); kept in store.json, the label
+        in every shard's metadata.
+      names: [M] record names, merged into `<out_dir>/names.json` once the run is accepted.
       workers: local processes (default: one per core); ignored with `dask_scheduler`.
       dask_scheduler: address of a running Dask scheduler, e.g. "tcp://host:8786".
+
+    Raises:
+      identity.StoreConflict: `out_dir` holds spectra of another run (source, shard size,
+        settings or molecules differ); raised before anything is written.
     """
     start = time.time()
     store = SpectraStore(out_dir)
     ids = [int(i) for i in ids]
+    source = {"label": source} if isinstance(source, str) else dict(source)
+    label = source.get("label") or ""
+    requested = identity.make(
+        source,
+        settings.shard_size,
+        {c: shard_metadata(c, settings, label) for c in settings.components},
+        identity.molecule_list(ids, get_molecule),
+    )
+    stored = identity.check(out_dir, requested)
+    identity.check_records(out_dir, ids, get_molecule)
+    identity.record(out_dir, stored, requested)
+    if names is not None:
+        _record_names(out_dir, ids, names)
     size = settings.shard_size
     chunks = [ids[k : k + size] for k in range(0, len(ids), size)]
     summary = Summary()
     todo, remaining = [], {}
     for component in settings.components:
-        meta = shard_metadata(component, settings, source)
+        meta = shard_metadata(component, settings, label)
         done = store.done_ids(component)
         for k, chunk in enumerate(chunks):
             missing = [i for i in chunk if i not in done]
@@ -214,8 +255,9 @@ def generate(
                 summary.computed += 1
                 remaining[component, k] -= 1
                 if remaining[component, k] == 0:
-                    meta = shard_metadata(component, settings, source)
-                    store.consolidate(component, k, chunks[k], meta)
+                    meta = shard_metadata(component, settings, label)
+                    order, _ = _shard_order(store, component, k, chunks[k])
+                    store.consolidate(component, k, order, meta)
                 bar.update(1)
                 bar.set_postfix(failed=len(summary.failures), refresh=False)
     finally:
@@ -225,11 +267,30 @@ def generate(
     return summary
 
 
-def _consolidate_if_changed(store: SpectraStore, component: str, k: int, chunk, meta) -> None:
-    """Write shard k if its file is missing or holds other ids than `chunk` (grown order)."""
+def _shard_order(store: SpectraStore, component: str, k: int, chunk) -> tuple[list[int], int]:
+    """(shard k's molecules: those it holds, then the new ones of `chunk`; how many it holds).
+
+    A chunk shorter than the shard (a run with a smaller limit) keeps every molecule."""
     shard = store.read_shard(component, k)
-    if shard is not None:
-        have = sorted(shard["ids"].tolist() + shard["failed_ids"].tolist())
-        if have == sorted(chunk) and not (store.pending_ids(component) & set(chunk)):
-            return
-    store.consolidate(component, k, chunk, meta)
+    held = [] if shard is None else shard["ids"].tolist() + shard["failed_ids"].tolist()
+    known = set(held)
+    return held + [i for i in chunk if i not in known], len(held)
+
+
+def _consolidate_if_changed(store: SpectraStore, component: str, k: int, chunk, meta) -> None:
+    """Write shard k if it is missing, lacks molecules of `chunk`, or has pending leftovers."""
+    order, held = _shard_order(store, component, k, chunk)
+    if len(order) == held and not (store.pending_ids(component) & set(order)):
+        return
+    store.consolidate(component, k, order, meta)
+
+
+def _record_names(root: str, ids: Sequence[int], names: Sequence[str]) -> None:
+    """Merge id -> name into `<root>/names.json` (names of other stored ids are kept)."""
+    path = os.path.join(root, "names.json")
+    known = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            known = json.load(f)
+    known.update({str(int(i)): str(n) for i, n in zip(ids, names, strict=True)})
+    files.write_json(path, known)

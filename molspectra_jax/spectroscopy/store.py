@@ -6,6 +6,8 @@ Layout of a store folder (one per generation run, growable):
   <root>/uv-00000.npz, ...                    consolidated shards (component "uv")
   <root>/pending/<component>/<id>.npz         one finished molecule not yet in a shard
   <root>/pending/<component>/<id>.failed.npz  one failed molecule (its error message)
+  <root>/store.json                           what the store holds (`identity.py`)
+  <root>/names.json                           id -> record name (file sources)
 
 Every file is written by `molspectra_jax.files.write_npz` (a temporary renamed over the
 destination), so a crash leaves either the old or the new file, never a torn one. Shards
@@ -23,7 +25,9 @@ from __future__ import annotations
 import glob
 import json
 import os
+import tokenize
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -36,8 +40,20 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: unreadable spectra file ({e})") from e
+    # Each raised by some damaged byte: zlib.error and EOFError by a member's compressed
+    # data, TokenError and SyntaxError by its .npy header, NotImplementedError by the zip's.
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        KeyError,
+        NotImplementedError,
+        SyntaxError,
+        tokenize.TokenError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as e:
+        raise ValueError(f"{path}: unreadable spectra file ({type(e).__name__}: {e})") from e
 
 
 def pack(component: str, records: list[tuple[int, dict]]) -> dict[str, np.ndarray]:
@@ -134,16 +150,44 @@ class SpectraStore:
             done.update(int(i) for i in shard["failed_ids"])
         return done
 
+    def stored_atoms(self, component: str) -> dict[int, np.ndarray]:
+        """id -> atomic numbers [n] of every finished record (shards and pending files) of a
+        component that stores the geometry; {} for one that does not."""
+        if not components.get(component).stores_geometry:
+            return {}
+        atoms = {}
+        for path in self.shard_paths(component):
+            shard = read_npz(path)
+            offsets = shard[f"{components.GEOMETRY_GROUP}_offsets"]
+            for m, mol_id in enumerate(shard["ids"].tolist()):
+                atoms[mol_id] = shard["atomic_numbers"][offsets[m] : offsets[m + 1]]
+        for mol_id in self.pending_ids(component):
+            path = self.pending_path(component, mol_id)
+            if os.path.exists(path):
+                atoms[mol_id] = read_npz(path)["atomic_numbers"]
+        return atoms
+
     def consolidate(self, component: str, index: int, ids: list[int], metadata: dict) -> None:
         """Write shard `index` with the molecules `ids` (all finished), drop their pending files.
 
         Records come from the pending files, or from the existing shard (a shard grows
         when a later run extends the id order). Idempotent: a crash between writing the
         shard and deleting pending files is repaired by the next call.
+
+        Raises:
+          ValueError: the existing shard holds finished molecules that `ids` leaves out (a
+            finished shard is never rewritten with fewer molecules).
         """
         existing = self.read_shard(component, index)
         known, failed = {}, {}
         if existing is not None:
+            held = existing["ids"].tolist() + existing["failed_ids"].tolist()
+            dropped = sorted(set(held) - set(ids))
+            if dropped:
+                raise ValueError(
+                    f"{self.shard_path(component, index)}: holds finished molecules {dropped[:10]} "
+                    f"that the new shard order leaves out; refusing to drop them"
+                )
             known.update(unpack(component, existing))
             failed.update(
                 zip(existing["failed_ids"].tolist(), existing["failed_messages"], strict=True)

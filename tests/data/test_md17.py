@@ -70,3 +70,18 @@ def test_broken_files_are_named(raw, tmp_path):
         md17.load_md17(str(corrupt))
     with pytest.raises(FileNotFoundError, match="MD17 file .*absent.npz not found"):
         md17.load_md17(str(tmp_path / "absent.npz"))
+
+
+def test_non_integer_atomic_numbers_are_refused(raw, tmp_path):
+    """z = 6.4 was cast to carbon."""
+    z = raw["z"].astype(np.float64)
+    z[1] = 6.4
+    path = tmp_path / "float_z.npz"
+    np.savez(path, R=raw["R"][:3], E=raw["E"][:3], F=raw["F"][:3], z=z)
+    with pytest.raises(DataError, match=r"float_z.npz: z holds \[6.4\] at atoms \[1\], not atomic"):
+        md17.load_md17(str(path))
+    np.savez(path, R=raw["R"][:3], E=raw["E"][:3], F=raw["F"][:3], z=raw["z"].astype(float))
+    assert md17.load_md17(str(path)).atomic_numbers[:3].tolist() == [6, 6, 8]  # 6.0 is fine
+    np.savez(path, R=raw["R"][:3], E=raw["E"][:3], F=raw["F"][:3], z=raw["z"] * 0)
+    with pytest.raises(DataError, match=r"z holds \[0, 0, 0, 0, 0\]"):
+        md17.load_md17(str(path))

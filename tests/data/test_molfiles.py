@@ -329,3 +329,42 @@ def test_sdf_implicit_hydrogens_raise_unless_added(tmp_path):
         read_sdf(str(path))
     records, _ = read_sdf(str(path), add_hydrogens=True)
     assert sorted(records[0].atomic_numbers.tolist()) == [1] * 6 + [6, 6, 8]
+
+
+def test_xyz_binary_file_is_named(tmp_path):
+    path = tmp_path / "garbage.xyz"
+    path.write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(DataError, match=re.escape(f"{path}: not a text XYZ file")):
+        read_xyz(str(path))
+
+
+@pytest.mark.parametrize("separator", ["", "\n"])  # methane's count line next, or a blank
+def test_xyz_frame_with_too_few_atom_lines_is_blamed_not_the_next(tmp_path, separator):
+    # Water declares 3 atoms but has 2 atom lines before the next frame starts.
+    text = WATER_METHANE_XYZ.replace("H 0.000000 -0.757200 -0.469200\n\n", separator)
+    path = write(tmp_path, "few.xyz", text)
+    expected = f"{path}, record 1 (line 1): declares 3 atoms but has 2 atom lines before line 5"
+    records, skipped = read_xyz(path, on_error="skip")
+    assert [r.name for r in records] == ["methane"] and skipped == [expected]
+    with pytest.raises(DataError, match=re.escape(expected)):
+        read_xyz(path)
+
+
+def test_coincident_atoms_are_refused(tmp_path):
+    at_origin = "3\nlost\nO 0 0 0\nH 0 0 0\nH 0 0 0\n"
+    path = write(tmp_path, "origin.xyz", at_origin + WATER_METHANE_XYZ)
+    with pytest.raises(
+        DataError, match=re.escape(f"{path}, record 1 (lost): atoms 1 and 2 are 0.000 Å apart")
+    ):
+        read_xyz(path)
+    records, skipped = read_xyz(path, on_error="skip")
+    assert [r.name for r in records] == ["water", "methane"] and "3 such pairs" in skipped[0]
+    assert [r.number for r in records] == [2, 3]  # record numbers in the file
+
+
+def test_empty_smiles_is_skipped_like_any_bad_record():
+    with pytest.raises(DataError, match=r"<SMILES list>, record 2: empty SMILES ''"):
+        read_smiles(["CCO", ""])
+    records, skipped = read_smiles(["CCO", "", "O"], on_error="skip")
+    assert [r.name for r in records] == ["CCO", "O"] and [r.number for r in records] == [1, 3]
+    assert len(skipped) == 1 and "record 2: empty SMILES" in skipped[0]

@@ -198,3 +198,40 @@ def test_pretraining_reads_the_converted_release_with_qm9_geometries(release, tm
         z_ref, pos_ref = qm9.molecule(int(np.searchsorted(qm9.ids, qm9_id)))
         np.testing.assert_array_equal(z, z_ref)
         np.testing.assert_array_equal(pos, pos_ref)
+
+
+def test_short_or_long_spectrum_row_is_named(release, tmp_path):
+    """A short row became 3498 NaNs in the converted spectra; a long one a pandas
+    ParserError naming no file."""
+    path = release / qm9s.FILES["ir"]
+    lines = path.read_text().splitlines(keepends=True)
+    short = lines[:3] + [",".join(lines[3].split(",")[:4]) + "\n"] + lines[4:]  # QM9S 2
+    path.write_text("".join(short))
+    with pytest.raises(
+        DataError,
+        match=r"ir_boraden.csv, data row 3 \(QM9S number 2\): 3498 of 3501 spectrum values missing",
+    ):
+        qm9s.convert_qm9s(str(release), str(tmp_path / "c"))
+    long = lines[:4] + [lines[4].rstrip("\n") + ",1.0\n"] + lines[5:]  # QM9S 3
+    path.write_text("".join(long))
+    with pytest.raises(DataError, match=r"ir_boraden.csv: malformed CSV .*saw 3503"):
+        qm9s.convert_qm9s(str(release), str(tmp_path / "c"))
+    assert not (tmp_path / "c" / "report.json").exists()
+
+
+def test_join_error_names_the_converted_folder(tmp_path, qm9):
+    for kind in qm9s.KINDS:
+        grid = qm9s.GRIDS[kind]
+        spectra = fake_spectra([0, 1], len(grid), kind)
+        write_release_csv(tmp_path / qm9s.FILES[kind], grid, [0, 1], spectra)
+    (tmp_path / "qm9s_csv").mkdir()
+    methane = qm9.molecule(0)[1]  # QM9 1, five atoms
+    for qm9s_id, qm9_id in ((0, 1), (1, 2)):  # QM9 2 is NH3 (four atoms), written with five
+        text = molecule_file_text(qm9s_id, qm9_id, methane)
+        (tmp_path / "qm9s_csv" / f"{qm9s_id}.csv").write_text(text)
+    qm9s.convert_qm9s(str(tmp_path), str(tmp_path / "c"))
+    config = ml_collections.ConfigDict(dict(cache_dir="", geometry="qm9"))
+    with pytest.raises(
+        DataError, match=rf"qm9s:{tmp_path / 'c'}: 1 of 2 .*QM9 2: 4 atoms in QM9, 5 in QM9S 1"
+    ):
+        sources.load(f"qm9s:{tmp_path / 'c'}", config)

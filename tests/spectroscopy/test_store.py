@@ -58,3 +58,36 @@ def test_consolidate_collects_pending_results_and_failures(tmp_path):
     assert open(store.shard_path("vib", 0), "rb").read() == before
     loaded = store.load("vib")
     assert loaded["ids"].tolist() == [1, 3] and loaded["metadata"] == {"m": 1}
+
+
+def test_damaged_byte_in_a_shard_is_a_value_error_naming_it(tmp_path):
+    """A zeroed byte anywhere in a shard reads back intact or raises ValueError naming the
+    file, never a bare zlib.error (damaged compressed data) or header error."""
+    store = st.SpectraStore(str(tmp_path / "store"))
+    for i in range(3):
+        store.save_result("vib", i, vib_record(6, i))
+    store.consolidate("vib", 0, [0, 1, 2], {"m": 1})
+    data = open(store.shard_path("vib", 0), "rb").read()
+    path = tmp_path / "vib-00000.npz"
+    causes = set()
+    for position in range(0, len(data), 5):
+        if data[position] == 0:
+            continue
+        path.write_bytes(data[:position] + b"\0" + data[position + 1 :])
+        try:
+            st.read_npz(str(path))
+        except ValueError as e:
+            assert str(path) in str(e) and "unreadable spectra file" in str(e)
+            causes.add(type(e.__cause__).__name__)
+    assert {"error", "BadZipFile"} <= causes  # zlib.error among them
+
+
+def test_consolidate_never_drops_finished_molecules(tmp_path):
+    store = st.SpectraStore(str(tmp_path))
+    for i in (1, 2, 3):
+        store.save_result("vib", i, vib_record(3, i))
+    store.consolidate("vib", 0, [1, 2, 3], {"m": 1})
+    before = open(store.shard_path("vib", 0), "rb").read()
+    with pytest.raises(ValueError, match=r"vib-00000.npz: holds finished molecules \[3\]"):
+        store.consolidate("vib", 0, [1, 2], {"m": 1})
+    assert open(store.shard_path("vib", 0), "rb").read() == before

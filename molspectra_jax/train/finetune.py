@@ -18,6 +18,7 @@ import numpy as np
 from molspectra_jax.data import pipeline, sources
 from molspectra_jax.data.records import MoleculeDataset
 from molspectra_jax.data.statistics import TargetStats, fit_target_stats, target_offsets
+from molspectra_jax.files import atomic_open
 from molspectra_jax.models import build_encoder
 from molspectra_jax.models.property_model import PropertyModel
 from molspectra_jax.train import loop, sharding
@@ -190,8 +191,13 @@ def setup(config, mesh) -> loop.Run:
 def train_and_evaluate(config, workdir: str) -> dict:
     """Fine-tune on `config.target`; returns {"test_mae": {...}, "mean_predictor_mae": {...}}."""
     mesh = loop.start(config, workdir)
-    run = setup(config, mesh)
-    task = run.task
+    with loop.WorkdirLock(workdir):
+        return _train_and_report(setup(config, mesh), config, workdir)
+
+
+def _train_and_report(run: loop.Run, config, workdir: str) -> dict:
+    """Fit `run`, then test the best checkpoint: the MAE table and `results.json`."""
+    mesh, task = run.mesh, run.task
     loop.fit(run, config, workdir)
     best, which = loop.restore_best(run, workdir)
     test = evaluate(task.predict_fn, best["params"], run.iterators["test"], mesh, len(task.targets))
@@ -210,7 +216,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     }
     if jax.process_index() == 0:
         print(f"\n{table}\n")
-        with open(os.path.join(workdir, "results.json"), "w") as f:
+        with atomic_open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(result, f, indent=2)
     return result
 

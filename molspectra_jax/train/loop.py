@@ -3,7 +3,7 @@
 `pretrain.setup` and `finetune.setup` each build a `Run`; `fit` resumes it from the
 latest readable checkpoint (state, RNG key, data position), runs the jitted step with a
 progress bar, logs means of the step metrics, evaluates, and keeps `latest` and `best`
-checkpoints. It owns its checkpointer, metric writer and workdir lock and closes them.
+checkpoints. It owns its checkpointer and metric writer and closes them.
 
 A run knows what it is: resuming compares the checkpoint's config and run constants
 (target statistics) with this run's and refuses a change of what is trained or how; a
@@ -195,12 +195,6 @@ class WorkdirLock:
             self.file.close()
 
 
-def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
-    """Train `run` to `config.train.num_steps`; returns (state, last validation metrics)."""
-    with WorkdirLock(workdir):
-        return _fit(run, config, workdir)
-
-
 def _restore_latest(run: Run, ckpt: Checkpointer, state: TrainState, extra: dict, config):
     """(state, data_state) of the newest readable `latest` step, after checking that it
     is this run (config and run constants); `state` and `extra` are the templates."""
@@ -222,7 +216,11 @@ def _restore_latest(run: Run, ckpt: Checkpointer, state: TrainState, extra: dict
     return state, data_state
 
 
-def _fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
+def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
+    """Train `run` to `config.train.num_steps`; returns (state, last validation metrics).
+
+    The caller holds the workdir's `WorkdirLock` (the tasks' `train_and_evaluate` do).
+    """
     train = config.train
     # Replicated over the mesh (state too, before restoring: a restore template's sharding
     # is the result's); multi-host checkpoints take only global arrays.

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from molspectra_jax.data.records import MoleculeDataset
+from molspectra_jax.data.records import MoleculeDataset, concat_ranges
 from molspectra_jax.graph import Graph
 
 
@@ -150,29 +150,30 @@ def collate(
         spectra={k: np.zeros((s_, g_, v.shape[1]), np.float32) for k, v in dataset.spectra.items()},
     )
     for s, rows in enumerate(shards):
-        atom_cursor = edge_cursor = 0
-        for g, m in enumerate(rows):
-            a0, a1 = dataset.offsets[m], dataset.offsets[m + 1]
-            e0, e1 = edges.offsets[m], edges.offsets[m + 1]
-            na, ne = a1 - a0, e1 - e0
-            atoms = slice(atom_cursor, atom_cursor + na)
-            graph.atomic_numbers[s, atoms] = dataset.atomic_numbers[a0:a1]
-            graph.positions[s, atoms] = dataset.positions[a0:a1]
-            graph.atom_mask[s, atoms] = True
-            graph.graph_index[s, atoms] = g
-            if k_:
-                batch.atom_targets[s, atoms] = dataset.atom_targets[a0:a1]
-            es = slice(edge_cursor, edge_cursor + ne)
-            graph.senders[s, es] = edges.senders[e0:e1] + atom_cursor
-            graph.receivers[s, es] = edges.receivers[e0:e1] + atom_cursor
-            graph.edge_mask[s, es] = True
-            graph.graph_mask[s, g] = True
-            batch.molecule_index[s, g] = m
-            batch.targets[s, g] = dataset.targets[m]
-            for k, v in dataset.spectra.items():
-                batch.spectra[k][s, g] = v[m]
-            atom_cursor += na
-            edge_cursor += ne
+        # One shard in a few numpy slices (no per-molecule loop): molecule g of `rows`
+        # takes the next n_atoms[g] atom slots and n_edges[g] edge slots.
+        rows = np.asarray(rows, np.int64)
+        na = dataset.offsets[rows + 1] - dataset.offsets[rows]  # [g]
+        ne = edges.offsets[rows + 1] - edges.offsets[rows]  # [g]
+        a, e, g = int(na.sum()), int(ne.sum()), len(rows)
+        atoms = concat_ranges(dataset.offsets[rows], na)  # [a] dataset atom rows
+        first_atom = np.cumsum(na) - na  # [g] each molecule's first slot
+        pairs = concat_ranges(edges.offsets[rows], ne)  # [e] candidate-edge rows
+        shift = np.repeat(first_atom, ne)  # molecule-local -> shard atom index
+        graph.atomic_numbers[s, :a] = dataset.atomic_numbers[atoms]
+        graph.positions[s, :a] = dataset.positions[atoms]
+        graph.atom_mask[s, :a] = True
+        graph.graph_index[s, :a] = np.repeat(np.arange(g, dtype=np.int32), na)
+        graph.senders[s, :e] = edges.senders[pairs] + shift
+        graph.receivers[s, :e] = edges.receivers[pairs] + shift
+        graph.edge_mask[s, :e] = True
+        graph.graph_mask[s, :g] = True
+        batch.molecule_index[s, :g] = rows
+        batch.targets[s, :g] = dataset.targets[rows]
+        if k_:
+            batch.atom_targets[s, :a] = dataset.atom_targets[atoms]
+        for k, v in dataset.spectra.items():
+            batch.spectra[k][s, :g] = v[rows]
     return batch
 
 
@@ -208,11 +209,15 @@ class BatchIterator:
         local = budget.n_shards // process_count
         self.local_shards = slice(process_index * local, (process_index + 1) * local)
         self.epoch, self.cursor = 0, 0
+        self._cached_order = None  # (epoch, order)
 
     def _order(self) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(len(self.dataset))
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.dataset))
+        """This epoch's molecule order, computed once per epoch (128 ms at 3.4M molecules)."""
+        if self._cached_order is None or self._cached_order[0] != self.epoch:
+            n = len(self.dataset)
+            rng = np.random.default_rng([self.seed, self.epoch])
+            self._cached_order = (self.epoch, rng.permutation(n) if self.shuffle else np.arange(n))
+        return self._cached_order[1]
 
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "cursor": self.cursor}

@@ -51,14 +51,11 @@ def make_iterators(
         for name, dataset in splits.items()
     }
     # One eval budget for every eval split: one compilation of the prediction function.
-    eval_budget = Budget(
-        n_shards,
-        *(
-            max(getattr(b, f) for n, b in budgets.items() if n != "train")
-            for f in ("graphs", "atoms", "edges")
-        ),
-    )
-    budgets.update({name: eval_budget for name in budgets if name != "train"})
+    evals = [b for n, b in budgets.items() if n != "train"]
+    if evals:
+        fields = ("graphs", "atoms", "edges")
+        eval_budget = Budget(n_shards, *(max(getattr(b, f) for b in evals) for f in fields))
+        budgets.update({name: eval_budget for name in budgets if name != "train"})
     return {
         name: BatchIterator(
             dataset,

@@ -114,7 +114,7 @@ class MoleculeDataset:
         indices = np.asarray(indices, dtype=np.int64)
         counts = self.n_atoms[indices]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        atom_index = _ranges(self.offsets[indices], counts)
+        atom_index = concat_ranges(self.offsets[indices], counts)
         return MoleculeDataset(
             ids=self.ids[indices],
             atomic_numbers=self.atomic_numbers[atom_index],
@@ -237,8 +237,8 @@ def different_atoms(
     n = counts[rows]
     segment = np.repeat(np.arange(len(rows), dtype=np.int64), n)  # [A_same]
     # Sorting segment * 256 + z sorts each molecule's elements and keeps molecules apart.
-    key = np.sort(segment * 256 + atomic_numbers[_ranges(offsets[rows], n)])
-    other_key = np.sort(segment * 256 + other[_ranges(other_offsets[rows], n)])
+    key = np.sort(segment * 256 + atomic_numbers[concat_ranges(offsets[rows], n)])
+    other_key = np.sort(segment * 256 + other[concat_ranges(other_offsets[rows], n)])
     differs = np.zeros(len(rows), bool)
     differs[key[key != other_key] // 256] = True
     return np.sort(np.concatenate([np.flatnonzero(counts != other_counts), rows[differs]]))
@@ -265,7 +265,7 @@ def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[np.ndarray]:
     return np.split(perm, cuts)
 
 
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def concat_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Concatenation of arange(s, s + c) for each (s, c), vectorised."""
     total = int(counts.sum())
     shifts = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)

@@ -28,6 +28,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from molspectra_jax.data.prefetch import Prefetcher
 from molspectra_jax.train import sharding
 from molspectra_jax.train.checkpoint import Checkpointer, CheckpointError
 from molspectra_jax.train.metrics import MetricWriter
@@ -46,6 +47,7 @@ RESUMABLE = (
     "train.allow_changes",
     "distributed.",
     "data.cache_dir",
+    "data.prefetch",
     "init_from",  # used on a fresh start only
 )
 _MISSING = "<absent>"
@@ -228,7 +230,7 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
     state = sharding.replicate(run.state, run.mesh)
     iterator = run.iterators["train"]
     ckpt = Checkpointer(workdir, train.max_to_keep)
-    writer = None
+    writer = feed = None
     try:
         best, resumed_from, last_saved = np.inf, None, None
         if ckpt.latest_step() is not None:
@@ -244,8 +246,16 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 f.write(config.to_json_best_effort(indent=2))
 
+        # Batches assembled and sent to the devices while the step runs; `feed.state()`
+        # is the position of the batch last consumed, the one a checkpoint records.
+        feed = Prefetcher(
+            iterator,
+            config.data.prefetch,
+            transform=lambda batch: sharding.global_batch(batch, run.mesh),
+        )
+
         def save(manager: str, step: int) -> None:
-            data_state = {**iterator.state(), "best": best}
+            data_state = {**feed.state(), "best": best}
             arrays = checkpoint_arrays(state, extra)
             try:
                 ckpt.save(manager, step, arrays, data_state, config.to_dict(), train.max_param_abs)
@@ -262,7 +272,7 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
         )
         history, t0, valid, previous = [], time.time(), {}, None
         for step in range(int(state.step) + 1, train.num_steps + 1):
-            state, metrics = run.step_fn(state, sharding.global_batch(next(iterator), run.mesh))
+            state, metrics = run.step_fn(state, next(feed))
             # The previous step's count, read while this one runs: the device stays busy.
             _check_divergence(previous, step - 1, config.optim.max_bad_steps, last_saved)
             previous = metrics
@@ -294,6 +304,8 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
         _check_divergence(previous, train.num_steps, config.optim.max_bad_steps, last_saved)
         bar.close()
     finally:
+        if feed is not None:
+            feed.close()
         if writer is not None:
             writer.close()
         ckpt.close()

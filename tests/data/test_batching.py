@@ -3,9 +3,11 @@
 import dataclasses
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
+from molspectra_jax.data import pipeline
 from molspectra_jax.data.batching import (
     BatchIterator,
     Budget,
@@ -288,3 +290,21 @@ def test_default_slack_keeps_padding_modest(qm9_sample, edges):
     iterator = BatchIterator(qm9_sample, edges, budget, shuffle=False)
     atoms = [padding_fraction(b)["atoms"] for b in list(iterator.one_pass())[:-1]]
     assert 0.0 < np.mean(atoms) < 0.3
+
+
+def test_make_iterators_with_a_train_split_only(qm9_sample):
+    """Pre-training-style splits without evaluation parts still get static budgets."""
+    config = ml_collections.ConfigDict(
+        dict(
+            batch_size=32,
+            eval_batch_size=64,
+            skin=SKIN,
+            budget_slack=1.15,
+            elements=(1, 6, 7, 8, 9),
+            shuffle_seed=0,
+        )
+    )
+    iterators = pipeline.make_iterators({"train": qm9_sample}, config, CUTOFF, 1, label="qm9")
+    train = iterators["train"]
+    batch = next(train)
+    check_batch(batch, qm9_sample, train.edges, train.budget)

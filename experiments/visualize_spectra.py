@@ -4,7 +4,6 @@ python -m experiments.visualize_spectra --out docs/spectra_examples.png
 """
 
 import re
-from collections import Counter
 
 import matplotlib
 
@@ -13,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from molspectra_jax.elements import formula  # noqa: E402
 from molspectra_jax.spectra import SPECTRA  # noqa: E402
 from molspectra_jax.spectroscopy import embedded  # noqa: E402
 
@@ -20,15 +20,7 @@ _SPECTRA = flags.DEFINE_string("spectra", embedded.embedded_spectra_dir(), "Stor
 _MOLECULES = flags.DEFINE_integer("molecules", 4, "How many (first N of the set).")
 _OUT = flags.DEFINE_string("out", "docs/spectra_examples.png", "Image file.")
 
-SYMBOLS = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F"}
 X_MAX = {"uv": 10.5}  # TDA-ris states stop at 10 eV (ElectronicSettings.max_energy)
-
-
-def formula(atomic_numbers) -> str:
-    """Hill formula, e.g. C3H6O."""
-    counts = Counter(SYMBOLS.get(int(z), str(z)) for z in atomic_numbers)
-    order = ["C", "H"] + sorted(k for k in counts if k not in ("C", "H"))
-    return "".join(f"{k}{counts[k] if counts[k] > 1 else ''}" for k in order if k in counts)
 
 
 def _tex(unit: str) -> str:

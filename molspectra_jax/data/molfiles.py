@@ -17,11 +17,11 @@ import numpy as np
 
 from molspectra_jax.data.records import (
     DEFAULT_ELEMENTS,
-    ELEMENT_SYMBOLS,
     DataError,
     MoleculeRecord,
     check_molecule,
 )
+from molspectra_jax.elements import ELEMENT_SYMBOLS
 
 _Z = {s: z for z, s in enumerate(ELEMENT_SYMBOLS) if z > 0}
 # Two atoms closer than this are one atom written twice (or coordinates lost, all at the

@@ -15,14 +15,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from molspectra_jax import files
+from molspectra_jax.elements import ELEMENT_SYMBOLS
 
 # Elements the default models embed (QM9: H C N O F, plus the other organic elements
-# that PCQM4Mv2 and drug-like SDF files bring). Embedding tables are sized by
-# `model.max_z` in the config; this list is what readers accept.
-ELEMENT_SYMBOLS = (
-    "X H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn "
-    "Ga Ge As Se Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe"
-).split()
+# that PCQM4Mv2 and drug-like SDF files bring); this list is what readers accept.
+# Embedding tables are sized by `model.max_z` in the config.
 DEFAULT_ELEMENTS = (1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 35, 53)
 
 

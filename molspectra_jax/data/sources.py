@@ -31,6 +31,7 @@ from molspectra_jax.data.records import (
     join_error,
     split_indices,
 )
+from molspectra_jax.elements import formula
 
 SPLITS = ("train", "valid", "test")
 FILE_READERS = {"sdf": molfiles.read_sdf, "xyz": molfiles.read_xyz, "smiles": molfiles.read_smiles}
@@ -70,7 +71,7 @@ def register(source: Source) -> Source:
 
 
 def resolve(spec: str) -> tuple[Source, str]:
-    """ "name" or "name:argument" -> (registered source, argument)."""
+    """The registered source of `spec` ("name" or "name:argument") and its argument."""
     name, _, argument = spec.partition(":")
     if name not in REGISTRY and os.path.isdir(spec):
         name, argument = "store", spec  # a bare spectra store folder
@@ -215,7 +216,6 @@ def _load_spectra_store(folder: str, config) -> MoleculeDataset:
 
     where = folder or "the shipped spectra"
     sticks = load_spectra(folder or embedded_spectra_dir())
-    dense = broaden_batch(sticks)
     if config.geometry == "spectra":
         return MoleculeDataset(
             ids=sticks.ids,
@@ -223,7 +223,7 @@ def _load_spectra_store(folder: str, config) -> MoleculeDataset:
             positions=sticks.positions.astype(np.float32),
             offsets=sticks.atom_offsets,
             targets=np.zeros((len(sticks), 0)),
-            spectra=dense,
+            spectra=broaden_batch(sticks),
         )
     if config.geometry != "qm9":
         raise ValueError(f"unknown geometry {config.geometry!r}; use 'qm9' or 'spectra'")
@@ -250,12 +250,13 @@ def _load_spectra_store(folder: str, config) -> MoleculeDataset:
             len(sticks),
             lambda m: (
                 f"id {sticks.ids[m]}: the store holds "
-                f"{identity.formula(sticks.molecule(m)[0])}, QM9 {sticks.ids[m]} is "
-                f"{identity.formula(molecules.molecule(m)[0])}"
+                f"{formula(sticks.molecule(m)[0])}, QM9 {sticks.ids[m]} is "
+                f"{formula(molecules.molecule(m)[0])}"
             ),
             "the store was not made from QM9: use its own geometries (geometry='spectra')",
         )
-    return dataclasses.replace(molecules, spectra=dense)
+    # Broadened last (the costly part, ~6 ms a molecule), once the join is known good.
+    return dataclasses.replace(molecules, spectra=broaden_batch(sticks))
 
 
 def _load_qm9s(folder: str, config) -> MoleculeDataset:

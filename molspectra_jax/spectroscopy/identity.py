@@ -21,7 +21,6 @@ hold are still compared with the input, id by id (`check_records`).
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import os
@@ -30,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from molspectra_jax import files
+from molspectra_jax.elements import formula
 from molspectra_jax.spectroscopy import components
 from molspectra_jax.spectroscopy.store import SpectraStore, read_npz
 
@@ -40,19 +40,6 @@ _DECIMALS = 3  # 0.001 Å: far below a bond-length change, above float32 noise
 
 class StoreConflict(ValueError):
     """A run would change what a store holds; the message names each difference."""
-
-
-def formula(atomic_numbers) -> str:
-    """Hill formula, e.g. [6, 6, 8, 1, 1, 1, 1, 1, 1] -> "C2H6O"."""
-    from ase.data import chemical_symbols
-
-    counts = collections.Counter(
-        chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z{z}"
-        for z in np.asarray(atomic_numbers, np.int64).tolist()
-    )
-    first = [s for s in ("C", "H") if s in counts] if "C" in counts else []
-    order = first + sorted(s for s in counts if s not in first)
-    return "".join(s + (str(counts[s]) if counts[s] > 1 else "") for s in order)
 
 
 def molecule_list(

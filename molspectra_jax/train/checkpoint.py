@@ -77,9 +77,9 @@ class Checkpointer:
         max_param_abs: float = np.inf,
     ) -> None:
         """Write step `step`; refuses non-finite arrays and params beyond `max_param_abs`."""
-        check_finite(arrays, f"step {step}")
-        if "params" in arrays:
-            check_finite(arrays["params"], f"step {step}", max_param_abs)
+        others = {k: v for k, v in arrays.items() if k != "params"}
+        check_finite(others, f"step {step}")
+        check_finite(arrays.get("params", {}), f"step {step}", max_param_abs)
         mgr = getattr(self, manager)
         mgr.save(
             step,

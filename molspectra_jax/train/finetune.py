@@ -20,6 +20,7 @@ from molspectra_jax.data.records import MoleculeDataset
 from molspectra_jax.data.statistics import TargetStats, fit_target_stats, target_offsets
 from molspectra_jax.files import atomic_open
 from molspectra_jax.models import build_encoder
+from molspectra_jax.models.heads import MOLECULE_LEVEL
 from molspectra_jax.models.property_model import PropertyModel
 from molspectra_jax.train import loop, sharding
 from molspectra_jax.train.finetune_step import predict, train_step
@@ -112,7 +113,7 @@ def setup(config, mesh) -> loop.Run:
     model = build_model(config, targets)
     # The device sees targets minus their float64 offsets (mean + atomref sum), and the
     # model predicts the same residuals: errors are unchanged, float32 precision is not.
-    molecule_level = [kind == "dipole" for kind in model.heads]
+    molecule_level = [kind in MOLECULE_LEVEL for kind in model.heads]
     residuals = {
         name: dataclasses.replace(
             part,

@@ -39,8 +39,10 @@ def uses_spectra(config) -> bool:
 def load_splits(config) -> tuple[str, dict]:
     """(source name, {"train", "valid"}): stage 1 geometries of `data.source` (targets
     dropped), stage 2 molecules with spectra of `data.spectra`."""
-    spec = config.data.spectra if uses_spectra(config) else config.data.source
-    dataset = sources.load(spec, config.data).select_targets(())
+    source, argument = sources.resolve(
+        config.data.spectra if uses_spectra(config) else config.data.source
+    )
+    dataset = source.load(argument, config.data).select_targets(())
     if uses_spectra(config):
         wanted = config.specformer.spectra
         dataset = dataclasses.replace(
@@ -48,7 +50,7 @@ def load_splits(config) -> tuple[str, dict]:
         )
     else:
         dataset = dataclasses.replace(dataset, spectra={})
-    return sources.resolve(spec)[0].name, sources.pretraining_splits(dataset, config.data)
+    return source.name, sources.pretraining_splits(dataset, config.data)
 
 
 def setup(config, mesh) -> loop.Run:

@@ -21,7 +21,7 @@ def get_config(arg: str | None = None):
     c.data.n_train, c.data.n_valid, c.data.n_test = 950, 50, -1
     c.data.batch_size, c.data.eval_batch_size = 8, 64
     c.data.elements = (1, 6, 7, 8)  # the MD17 molecules' H C N O
-    c.model.update(hidden=128, num_layers=6, num_heads=8, num_rbf=32, vector_norm="none")
+    c.model.update(hidden=128, num_layers=6, num_heads=8, num_rbf=32, layer_norms=False)
     c.heads.atomref = ()  # one composition: the mean does what atomrefs would
     c.loss.energy_weight = 0.2
     c.loss.force_weight = 0.8

@@ -34,6 +34,8 @@ from molspectra_jax.data.records import (
 from molspectra_jax.elements import formula
 
 SPLITS = ("train", "valid", "test")
+# Our split names -> the keys of TorchMD-Net's splits.npz.
+SPLIT_FILE_KEYS = {"train": "idx_train", "valid": "idx_val", "test": "idx_test"}
 FILE_READERS = {"sdf": molfiles.read_sdf, "xyz": molfiles.read_xyz, "smiles": molfiles.read_smiles}
 
 
@@ -123,10 +125,39 @@ def split(
     return out
 
 
+def read_split_file(path: str, n: int) -> dict[str, np.ndarray]:
+    """TorchMD-Net's `splits.npz` (`idx_train`, `idx_val`, `idx_test`: dataset rows) ->
+    {"train", "valid", "test"} index arrays; a clear error for a missing key, rows outside
+    0..n-1 or a row in two parts."""
+    try:
+        with np.load(path) as f:
+            parts = {ours: np.asarray(f[theirs]) for ours, theirs in SPLIT_FILE_KEYS.items()}
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable .npz split file ({e})") from e
+    except KeyError as e:
+        needs = sorted(SPLIT_FILE_KEYS.values())
+        raise DataError(f"{path}: split file lacks {e} (needs {needs})") from None
+    for name, rows in parts.items():
+        key = SPLIT_FILE_KEYS[name]
+        if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+            raise DataError(f"{path}: {key} must be 1-d integers, got {rows.dtype} {rows.shape}")
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise DataError(f"{path}: {key} has rows outside 0..{n - 1} (the dataset has {n})")
+    every = np.concatenate(list(parts.values()))
+    if len(np.unique(every)) != len(every):
+        raise DataError(f"{path}: a row appears twice across idx_train/idx_val/idx_test")
+    return parts
+
+
 def finetuning_splits(dataset: MoleculeDataset, config) -> dict[str, MoleculeDataset]:
-    """Train/valid/test by the source's split rule, cut to `n_train/n_valid/n_test`."""
-    sizes = resolve(config.source)[0].split_sizes(len(dataset), config)
+    """Train/valid/test by the source's split rule, or rows from `config.split_file`
+    (TorchMD-Net's splits.npz layout), cut to `n_train/n_valid/n_test`."""
     limits = {name: config[f"n_{name}"] for name in SPLITS}
+    if config.get("split_file"):
+        parts = read_split_file(config.split_file, len(dataset))
+        cut = {k: v if limits[k] < 0 else v[: limits[k]] for k, v in parts.items()}
+        return {k: dataset.subset(v) for k, v in cut.items()}
+    sizes = resolve(config.source)[0].split_sizes(len(dataset), config)
     return split(dataset, sizes, config.split_seed, limits)
 
 

@@ -11,6 +11,7 @@ arrays [E] (the contract every encoder keeps is in `molspectra_jax/models/__init
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -18,26 +19,112 @@ import e3nn_jax as e3nn
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from molspectra_jax.graph import Graph
 
 
-def cosine_cutoff(distance: jax.Array, cutoff: float) -> jax.Array:
-    """[E] -> [E]: 0.5 (cos(pi d / cutoff) + 1) inside the cutoff, 0 outside."""
-    return jnp.where(distance < cutoff, 0.5 * (jnp.cos(jnp.pi * distance / cutoff) + 1.0), 0.0)
+def shifted_softplus(x: jax.Array) -> jax.Array:
+    """softplus(x) - log 2 (SchNet's "ssp")."""
+    return jax.nn.softplus(x) - math.log(2.0)
 
 
-def exp_normal_rbf(distance: jax.Array, num_rbf: int, cutoff: float) -> jax.Array:
-    """[E] -> [E, K] exp-normal radial basis (PhysNet/TorchMD-Net) times the cosine cutoff.
+# TorchMD-Net's `act_class_mapping` names (its "swish" has beta 1: SiLU) plus GELU.
+ACTIVATIONS: dict[str, Callable] = {
+    "silu": nn.silu,
+    "swish": nn.silu,
+    "ssp": shifted_softplus,
+    "tanh": jnp.tanh,
+    "sigmoid": nn.sigmoid,
+    "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),
+    "gelu": lambda x: nn.gelu(x, approximate=False),
+}
 
-    Fixed (untrained) means and widths, TorchMD-Net's initial values.
+
+def activation(name: str) -> Callable:
+    """Activation by TorchMD-Net's name; a clear error for an unknown one."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+# Linear layers as TorchMD-Net initialises them (xavier-uniform weights, zero bias) and
+# its embeddings (N(0, 1)).
+dense_init = nn.initializers.xavier_uniform()
+embed_init = nn.initializers.normal(1.0)
+
+
+def cosine_cutoff(distance: jax.Array, upper: float, lower: float = 0.0) -> jax.Array:
+    """[E] -> [E] TorchMD-Net's CosineCutoff: 1 at `lower` (or 0 Å) falling to 0 at `upper`.
+
+    With lower = 0: 0.5 (cos(pi d / upper) + 1) for d < upper. With lower > 0:
+    0.5 (cos(pi (2 (d - lower) / (upper - lower) + 1)) + 1) for lower < d < upper.
     """
-    alpha = 5.0 / cutoff
-    start = math.exp(-cutoff)
-    means = jnp.linspace(start, 1.0, num_rbf)  # [K]
-    beta = (2.0 / num_rbf * (1.0 - start)) ** -2
-    rbf = jnp.exp(-beta * (jnp.exp(-alpha * distance[:, None]) - means) ** 2)  # [E, K]
-    return rbf * cosine_cutoff(distance, cutoff)[:, None]
+    if lower > 0:
+        phase = math.pi * (2.0 * (distance - lower) / (upper - lower) + 1.0)
+        return jnp.where((distance > lower) & (distance < upper), 0.5 * (jnp.cos(phase) + 1), 0.0)
+    return jnp.where(distance < upper, 0.5 * (jnp.cos(jnp.pi * distance / upper) + 1.0), 0.0)
+
+
+class RadialBasis(nn.Module):
+    """[E] distances (Å) -> [E, K] TorchMD-Net radial basis, parameters trainable or fixed.
+
+    "expnorm" (PhysNet): exp(-beta (exp(alpha (lower - d)) - mu)^2) times the cosine
+    cutoff (0 to upper), alpha = 5 / (upper - lower). "gauss": exp(coeff (d - offset)^2)
+    with offsets evenly spaced from lower to upper, no cutoff factor.
+    """
+
+    kind: str
+    num_rbf: int
+    lower: float
+    upper: float
+    trainable: bool
+
+    def _values(self, name: str, init: np.ndarray) -> jax.Array:
+        if self.trainable:
+            return self.param(name, lambda _: jnp.asarray(init, jnp.float32))
+        return jnp.asarray(init, jnp.float32)
+
+    @nn.compact
+    def __call__(self, distance: jax.Array) -> jax.Array:
+        k, lower, upper = self.num_rbf, self.lower, self.upper
+        d = distance[:, None]
+        if self.kind == "expnorm":
+            start = np.float32(np.exp(np.float32(lower - upper)))
+            means = self._values("means", np.linspace(start, 1.0, k, dtype=np.float32))
+            beta = np.float32((2.0 / k * (1.0 - start)) ** -2)
+            betas = self._values("betas", np.full(k, beta, np.float32))
+            alpha = 5.0 / (upper - lower)
+            smear = jnp.exp(-betas * (jnp.exp(alpha * (lower - d)) - means) ** 2)
+            return smear * cosine_cutoff(distance, upper)[:, None]
+        if self.kind == "gauss":
+            offsets = np.linspace(lower, upper, k, dtype=np.float32)
+            coeff = self._values("coeff", np.float32(-0.5 / (offsets[1] - offsets[0]) ** 2))
+            offsets = self._values("offset", offsets)
+            return jnp.exp(coeff * (d - offsets) ** 2)
+        raise ValueError(f"unknown rbf {self.kind!r}; choose expnorm or gauss")
+
+
+def _nearest_neighbors(
+    real: jax.Array, distance: jax.Array, receivers: jax.Array, n: int, k: int
+) -> jax.Array:
+    """[E] mask `real` keeping at most the `k` nearest real edges of each receiver.
+
+    Skipped (a `lax.cond`, no sort) when no atom has more than `k` neighbours.
+    """
+    receivers = jnp.asarray(receivers)
+
+    def cap(real):
+        key = jnp.where(real, distance, jnp.inf)
+        order = jnp.lexsort((key, receivers))  # by receiver, then distance
+        sorted_receivers = receivers[order]
+        position = jnp.arange(receivers.shape[0])
+        first = jax.ops.segment_min(position, sorted_receivers, num_segments=n)
+        rank = jnp.zeros_like(position).at[order].set(position - first[sorted_receivers])
+        return real & (rank < k)
+
+    count = jax.ops.segment_sum(real.astype(jnp.int32), receivers, num_segments=n)
+    return jax.lax.cond(jnp.any(count > k), cap, lambda r: r, real)
 
 
 def safe_norm(x: jax.Array, axis: int = -1, keepdims: bool = False) -> jax.Array:
@@ -47,41 +134,40 @@ def safe_norm(x: jax.Array, axis: int = -1, keepdims: bool = False) -> jax.Array
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
-class VectorNorm(nn.Module):
-    """Equivariant normalisation of vector features vec [N, 3, F].
+class EquivariantLayerNorm(nn.Module):
+    """The Coord/MolSpectra fork's "whitened" EquivariantLayerNorm of vectors [N, 3, F].
 
-    "rms": divide by the RMS vector length over channels (with a learned per-channel
-    scale). "whitened": TorchMD-Net/Coord's EquivariantLayerNorm, centre over channels
-    and multiply by C^(-1/2) of the 3x3 covariance (computed by Newton-Schulz iterations,
-    not eigh, whose gradient is undefined for the degenerate covariance of planar or
-    zero features). "none": identity.
+    Centre over channels, C = X X^T / F (3x3), then X <- (C + ridge)^(-1/2) X times a
+    learned per-channel weight. `regularizer` "fork" is the fork's exact formula
+    (ridge = eps diag(2, 3, 4): its C + eps diag(1, 2, 3) inverted as 1 / sqrt(s + eps)).
+    It whitens directions of tiny variance up to 1/sqrt(eps) ~ 300x, so the float32
+    round-off of planar or linear molecules' out-of-plane components comes out O(1) and
+    rotation-dependent (in the fork too: its features are float32). "ridge" (ours)
+    adds (eps + 1e-3 tr(C) / 3) I instead, capping that gain at ~50x: equivariant to
+    float32 precision. The inverse square root is a Newton-Schulz iteration (smooth
+    gradients where eigenvalues coincide, e.g. all-zero padding vectors).
     """
 
-    kind: str = "rms"
+    regularizer: str = "ridge"
     eps: float = 1e-5
-    # Whitening divides by the smallest covariance eigenvalue: planar or nearly collinear
-    # vector features make float32 round-off blow up (not equivariant to 1e-3). A ridge
-    # relative to the trace caps the condition number at ~1/relative_eps.
     relative_eps: float = 1e-3
 
     @nn.compact
     def __call__(self, vec: jax.Array) -> jax.Array:
-        if self.kind == "none":
-            return vec
         weight = self.param("weight", nn.initializers.ones, (vec.shape[-1],))
-        if self.kind == "rms":
-            rms = jnp.sqrt(jnp.mean(jnp.sum(vec**2, axis=1), axis=-1) + self.eps)  # [N]
-            return vec / rms[:, None, None] * weight
-        if self.kind == "whitened":
-            vec = vec - vec.mean(-1, keepdims=True)
-            cov = vec @ jnp.swapaxes(vec, 1, 2) / vec.shape[-1]  # [N, 3, 3]
+        vec = vec - vec.mean(-1, keepdims=True)
+        cov = vec @ jnp.swapaxes(vec, 1, 2) / vec.shape[-1]  # [N, 3, 3]
+        if self.regularizer == "fork":
+            cov = cov + self.eps * jnp.diag(jnp.array([2.0, 3.0, 4.0], vec.dtype))
+        elif self.regularizer == "ridge":
             ridge = self.eps + self.relative_eps * jnp.trace(cov, axis1=1, axis2=2) / 3  # [N]
-            cov = cov + ridge[:, None, None] * jnp.eye(3)
-            return inverse_sqrt_spd(cov) @ vec * weight
-        raise ValueError(f"unknown vector norm {self.kind!r}; choose none, rms, whitened")
+            cov = cov + ridge[:, None, None] * jnp.eye(3, dtype=vec.dtype)
+        else:
+            raise ValueError(f"unknown whitening {self.regularizer!r}; choose ridge or fork")
+        return inverse_sqrt_spd(cov) @ vec * weight
 
 
-def inverse_sqrt_spd(matrix: jax.Array, iterations: int = 24) -> jax.Array:
+def inverse_sqrt_spd(matrix: jax.Array, iterations: int = 32) -> jax.Array:
     """[..., 3, 3] SPD -> M^(-1/2) by coupled Newton-Schulz iteration (rotation-covariant)."""
     scale = jnp.trace(matrix, axis1=-2, axis2=-1)[..., None, None]  # eigenvalues now in (0, 1]
     y = matrix / scale
@@ -92,13 +178,14 @@ def inverse_sqrt_spd(matrix: jax.Array, iterations: int = 24) -> jax.Array:
         t = 0.5 * (3.0 * jnp.eye(3) - z @ y)
         return y @ t, t @ z
 
-    # A loop, not unrolled: 24 unrolled iterations per layer dominated compile time.
+    # A loop, not unrolled: unrolled iterations in every layer dominated compile time.
     _, z = jax.lax.fori_loop(0, iterations, newton_schulz, (y, z))
     return z / jnp.sqrt(scale)
 
 
 class NeighborEmbedding(nn.Module):
-    """x_i <- W [x_i, sum_j C(d_ij) W_r(rbf_ij) * E(z_j)], TorchMD-Net's neighbour embedding."""
+    """x_i <- W [x_i, sum_j C(d_ij) W_r(rbf_ij) * E(z_j)], TorchMD-Net's neighbour embedding
+    (self-pairs excluded)."""
 
     hidden: int
     max_z: int
@@ -106,51 +193,81 @@ class NeighborEmbedding(nn.Module):
     @nn.compact
     def __call__(self, x, atomic_numbers, rbf, edge_weight, senders, receivers):
         n = x.shape[0]
-        filters = nn.Dense(self.hidden, name="distance_proj")(rbf) * edge_weight[:, None]  # [E, F]
-        neighbors = nn.Embed(self.max_z, self.hidden, name="embedding")(atomic_numbers)  # [N, F]
-        messages = filters * neighbors[senders]  # [E, F]
+        distance_proj = nn.Dense(self.hidden, kernel_init=dense_init, name="distance_proj")
+        filters = distance_proj(rbf) * edge_weight[:, None]  # [E, F]
+        embed = nn.Embed(self.max_z, self.hidden, embedding_init=embed_init, name="embedding")
+        messages = filters * embed(atomic_numbers)[senders]  # [E, F]
         aggregated = jax.ops.segment_sum(messages, receivers, num_segments=n)  # [N, F]
-        return nn.Dense(self.hidden, name="combine")(jnp.concatenate([x, aggregated], -1))
+        combine = nn.Dense(self.hidden, kernel_init=dense_init, name="combine")
+        return combine(jnp.concatenate([x, aggregated], -1))
 
 
 class EquivariantAttention(nn.Module):
-    """One ET layer: multi-head attention with SiLU-gated (not softmax) scores."""
+    """One ET layer: multi-head attention with activated (not softmax) scores.
+
+    `distance_influence` says whether the radial filters scale the keys ("keys"), the
+    values ("values"), both or neither. `self_pair` = (basis [K], cutoff weight) at
+    distance 0 adds TorchMD-Net's self-pair to every atom's neighbourhood: its score
+    q_i.k_i, its values, and no direction term. `vector_cutoff` scales the values, not the scores,
+    by the cutoff (TorchMD-Net's smooth variant).
+    """
 
     hidden: int
     num_heads: int
     activation: Callable = nn.silu
-    vector_norm: str = "rms"
+    attn_activation: Callable = nn.silu
+    distance_influence: str = "both"
+    vector_cutoff: bool = False
 
     @nn.compact
-    def __call__(self, x, vec, rbf, unit, edge_weight, senders, receivers):
+    def __call__(self, x, vec, rbf, unit, edge_weight, real, senders, receivers, self_pair=None):
         n, f, h = x.shape[0], self.hidden, self.num_heads
         d = f // h
-        e = senders.shape[0]
-        x = nn.LayerNorm(name="layernorm")(x)
-        vec = VectorNorm(self.vector_norm, name="vector_norm")(vec)
+        dense = functools.partial(nn.Dense, kernel_init=dense_init)
+        x = nn.LayerNorm(epsilon=1e-5, name="layernorm")(x)
 
-        q = nn.Dense(f, name="q")(x).reshape(n, h, d)
-        k = nn.Dense(f, name="k")(x).reshape(n, h, d)
-        v = nn.Dense(3 * f, name="v")(x).reshape(n, h, 3 * d)
-        vec1, vec2, vec3 = jnp.split(nn.Dense(3 * f, use_bias=False, name="vec_proj")(vec), 3, -1)
+        q = dense(f, name="q")(x).reshape(n, h, d)
+        k = dense(f, name="k")(x).reshape(n, h, d)
+        v = dense(3 * f, name="v")(x).reshape(n, h, 3 * d)
+        vec1, vec2, vec3 = jnp.split(dense(3 * f, use_bias=False, name="vec_proj")(vec), 3, -1)
         vec_dot = jnp.sum(vec1 * vec2, axis=1)  # [N, F]
 
-        dk = self.activation(nn.Dense(f, name="dk")(rbf)).reshape(e, h, d)
-        dv = self.activation(nn.Dense(3 * f, name="dv")(rbf)).reshape(e, h, 3 * d)
+        keys = self.distance_influence in ("keys", "both")
+        values = self.distance_influence in ("values", "both")
+        dk_proj = dense(f, name="dk") if keys else None
+        dv_proj = dense(3 * f, name="dv") if values else None
 
-        scores = jnp.sum(q[receivers] * k[senders] * dk, axis=-1)  # [E, H]
-        # edge_weight is the cosine cutoff, already 0 for padding and out-of-cutoff edges.
-        attention = self.activation(scores) * edge_weight[:, None]  # [E, H]
-        values = v[senders] * dv  # [E, H, 3D]
-        x_msg, v1, v2 = jnp.split(values, 3, axis=-1)  # [E, H, D] each
-        x_msg = (x_msg * attention[..., None]).reshape(e, f)
-        v1, v2 = v1.reshape(e, f), v2.reshape(e, f)
-        vec_msg = vec[senders] * v1[:, None, :] + v2[:, None, :] * unit[:, :, None]  # [E, 3, F]
-        vec_msg = vec_msg * (edge_weight > 0)[:, None, None]
+        def messages(q_i, k_j, v_j, vec_j, rbf, unit, weight):
+            """Per-pair scalar [P, F] and vector [P, 3, F] messages j -> i."""
+            p = q_i.shape[0]
+            scores = q_i * k_j
+            if keys:
+                scores = scores * self.activation(dk_proj(rbf)).reshape(p, h, d)
+            attention = self.attn_activation(jnp.sum(scores, -1))  # [P, H]
+            # weight is the cosine cutoff, 0 for padding and out-of-cutoff pairs.
+            if self.vector_cutoff:
+                v_j = v_j * weight[:, None, None]
+            else:
+                attention = attention * weight[:, None]
+            if values:
+                v_j = v_j * self.activation(dv_proj(rbf)).reshape(p, h, 3 * d)
+            x_msg, v1, v2 = jnp.split(v_j, 3, axis=-1)  # [P, H, D] each
+            x_msg = (x_msg * attention[..., None]).reshape(p, f)
+            v1, v2 = v1.reshape(p, f), v2.reshape(p, f)
+            return x_msg, vec_j * v1[:, None, :] + v2[:, None, :] * unit[:, :, None]
 
+        x_msg, vec_msg = messages(
+            q[receivers], k[senders], v[senders], vec[senders], rbf, unit, edge_weight
+        )
+        vec_msg = vec_msg * real[:, None, None]  # padding and out-of-cutoff edges: nothing
         x_agg = jax.ops.segment_sum(x_msg, receivers, num_segments=n)  # [N, F]
         vec_agg = jax.ops.segment_sum(vec_msg, receivers, num_segments=n)  # [N, 3, F]
-        o1, o2, o3 = jnp.split(nn.Dense(3 * f, name="o")(x_agg), 3, -1)
+        if self_pair is not None:
+            rbf0 = jnp.broadcast_to(self_pair[0], (n, self_pair[0].shape[-1]))
+            weight0 = jnp.full((n,), self_pair[1], x.dtype)
+            x_self, vec_self = messages(q, k, v, vec, rbf0, jnp.zeros((n, 3)), weight0)
+            x_agg, vec_agg = x_agg + x_self, vec_agg + vec_self
+        o1, o2, o3 = jnp.split(dense(3 * f, name="o")(x_agg), 3, -1)
         dx = vec_dot * o2 + o3
         dvec = vec3 * o1[:, None, :] + vec_agg
         assert dx.shape == (n, f) and dvec.shape == (n, 3, f)
@@ -161,7 +278,19 @@ class EquivariantTransformer(nn.Module):
     """ET encoder: (atoms, candidate edges) -> scalars [N, F] and vectors [N, 3, F].
 
     Paper setting (MolSpectra/Coord on QM9): hidden 256, 8 layers, 8 heads, 64 RBFs,
-    cutoff 5 Å. Padding atoms come out as zeros.
+    cutoff 5 Å. The other fields are TorchMD-Net hyper-parameters under their names
+    there, defaulting to the reference's values (docs/faithfulness.md): `cutoff_lower`,
+    `rbf` "expnorm" | "gauss" (its `rbf_type`), `trainable_rbf`, `activation` and
+    `attn_activation` (names in ACTIVATIONS), `distance_influence` "keys" | "values" |
+    "both" | "none", `self_loops` (every atom attends to itself: its `loop=True`),
+    `max_num_neighbors` (at most this many nearest neighbours per atom besides itself;
+    0 = no cap) and `vector_cutoff`. Two options are the MolSpectra/Coord fork's:
+    `layernorm_on_vec` "whitened" whitens the output vectors (EquivariantLayerNorm;
+    "none" = upstream), and `layer_norms` (the fork's QM9 setting, off for MD17:
+    `use_dataset_md17`) normalizes the residual stream after every layer, x by a
+    LayerNorm and vec by an EquivariantLayerNorm; `whitening` "fork" computes those
+    exactly as the fork (imported weights), "ridge" keeps them rotation-equivariant in
+    float32 (EquivariantLayerNorm). Padding atoms come out as zeros.
     """
 
     hidden: int = 256
@@ -172,24 +301,47 @@ class EquivariantTransformer(nn.Module):
     max_z: int = 100
     activation: str = "silu"
     neighbor_embedding: bool = True
-    vector_norm: str = "rms"
+    layernorm_on_vec: str = "none"
+    layer_norms: bool = False
+    whitening: str = "ridge"
+    cutoff_lower: float = 0.0
+    rbf: str = "expnorm"
+    trainable_rbf: bool = False
+    attn_activation: str = "silu"
+    distance_influence: str = "both"
+    self_loops: bool = True
+    max_num_neighbors: int = 32
+    vector_cutoff: bool = False
 
     @nn.compact
     def __call__(self, graph: Graph) -> tuple[jax.Array, jax.Array]:
         """One shard's graph -> (scalars [N, F], vectors [N, 3, F]); zeros on padding atoms."""
         if self.hidden % self.num_heads:
             raise ValueError(f"hidden {self.hidden} not divisible by {self.num_heads} heads")
-        act = {"silu": nn.silu, "gelu": nn.gelu, "tanh": jnp.tanh}[self.activation]
+        if self.layernorm_on_vec not in ("none", "whitened"):
+            raise ValueError(
+                f"unknown layernorm_on_vec {self.layernorm_on_vec!r}; choose none or whitened"
+            )
+        if self.distance_influence not in ("keys", "values", "both", "none"):
+            raise ValueError(
+                f"unknown distance_influence {self.distance_influence!r}; "
+                "choose keys, values, both or none"
+            )
+        act, attn_act = activation(self.activation), activation(self.attn_activation)
         atomic_numbers, senders, receivers = graph.atomic_numbers, graph.senders, graph.receivers
         n, e = graph.n_atoms, senders.shape[0]
+        upper, lower = self.cutoff, self.cutoff_lower
         assert graph.positions.shape == (n, 3) and receivers.shape == graph.edge_mask.shape == (e,)
         edge_vec = graph.positions[senders] - graph.positions[receivers]  # [E, 3]
         distance = safe_norm(edge_vec)  # [E]
         # Candidate edges are cut to the true cutoff here, at the positions the model sees.
-        real = graph.edge_mask & (distance < self.cutoff) & (distance > 0)
-        distance = jnp.where(real, distance, self.cutoff)  # padding -> harmless value
-        edge_weight = cosine_cutoff(distance, self.cutoff) * real  # [E]
-        rbf = exp_normal_rbf(distance, self.num_rbf, self.cutoff) * real[:, None]  # [E, K]
+        real = graph.edge_mask & (distance < upper) & (distance >= lower) & (distance > 0)
+        if self.max_num_neighbors > 0:
+            real = _nearest_neighbors(real, distance, receivers, n, self.max_num_neighbors)
+        distance = jnp.where(real, distance, upper)  # padding -> harmless value
+        edge_weight = cosine_cutoff(distance, upper, lower) * real  # [E]
+        radial = RadialBasis(self.rbf, self.num_rbf, lower, upper, self.trainable_rbf, name="rbf")
+        rbf = radial(distance) * real[:, None]  # [E, K]
         unit = (
             e3nn.spherical_harmonics(
                 "1o", jnp.where(real[:, None], edge_vec, 1.0), normalize=True, normalization="norm"
@@ -197,19 +349,36 @@ class EquivariantTransformer(nn.Module):
             * real[:, None]
         )  # [E, 3]
         assert rbf.shape == (e, self.num_rbf) and unit.shape == (e, 3)
+        self_pair = None
+        if self.self_loops:
+            zero = jnp.zeros((1,), distance.dtype)
+            self_pair = (radial(zero)[0], cosine_cutoff(zero, upper, lower)[0])
 
-        x = nn.Embed(self.max_z, self.hidden, name="embedding")(atomic_numbers)  # [N, F]
+        embed = nn.Embed(self.max_z, self.hidden, embedding_init=embed_init, name="embedding")
+        x = embed(atomic_numbers)  # [N, F]
         if self.neighbor_embedding:
             x = NeighborEmbedding(self.hidden, self.max_z, name="neighbor_embedding")(
                 x, atomic_numbers, rbf, edge_weight, senders, receivers
             )
         vec = jnp.zeros((n, 3, self.hidden), x.dtype)
         for i in range(self.num_layers):
-            dx, dvec = EquivariantAttention(
-                self.hidden, self.num_heads, act, self.vector_norm, name=f"layer_{i}"
-            )(x, vec, rbf, unit, edge_weight, senders, receivers)
+            layer = EquivariantAttention(
+                self.hidden,
+                self.num_heads,
+                act,
+                attn_act,
+                self.distance_influence,
+                self.vector_cutoff,
+                name=f"layer_{i}",
+            )
+            dx, dvec = layer(x, vec, rbf, unit, edge_weight, real, senders, receivers, self_pair)
             x, vec = x + dx, vec + dvec
-        x = nn.LayerNorm(name="out_norm")(x)
+            if self.layer_norms:
+                x = nn.LayerNorm(epsilon=1e-5, name=f"x_norm_{i}")(x)
+                vec = EquivariantLayerNorm(self.whitening, name=f"vec_norm_{i}")(vec)
+        x = nn.LayerNorm(epsilon=1e-5, name="out_norm")(x)
+        if self.layernorm_on_vec == "whitened":
+            vec = EquivariantLayerNorm(self.whitening, name="out_norm_vec")(vec)
         mask = graph.atom_mask[:, None]
         assert x.shape == (n, self.hidden) and vec.shape == (n, 3, self.hidden)
         return x * mask, vec * mask[:, None]

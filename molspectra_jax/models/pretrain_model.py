@@ -18,11 +18,13 @@ class PretrainModel(nn.Module):
     """
 
     encoder: nn.Module
+    activation: str = "silu"  # the noise head's
 
     @nn.compact
     def __call__(self, graph: Graph) -> dict[str, jax.Array]:
         x, vec = self.encoder(graph)
-        noise = VectorHead(name="noise_head")(x, vec) * graph.atom_mask[:, None]  # [N, 3]
+        noise = VectorHead(self.activation, name="noise_head")(x, vec)
+        noise = noise * graph.atom_mask[:, None]  # [N, 3]
         embedding = jax.ops.segment_sum(x, graph.graph_index, num_segments=graph.n_graphs)
         assert noise.shape == graph.positions.shape and embedding.shape[0] == graph.n_graphs
         return {"noise": noise, "embedding": embedding}  # embedding [G, F]

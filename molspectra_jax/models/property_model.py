@@ -17,25 +17,38 @@ from molspectra_jax.models.heads import MOLECULE_LEVEL, VectorHead, build_head
 
 
 class PropertyModel(nn.Module):
-    """An encoder, a head per target and (optionally) a noise head for noisy nodes."""
+    """An encoder, a head per target and (optionally) a noise head for noisy nodes.
+
+    `activation` is the heads' (TorchMD-Net: the model's `activation`); `reduce_op`
+    "sum" or "mean" pools per-atom contributions over a molecule (its `reduce_op`).
+    """
 
     encoder: nn.Module
     heads: tuple[str, ...]
     noise_head: bool = False
+    activation: str = "silu"
+    reduce_op: str = "sum"
 
     @nn.compact
     def __call__(self, graph: Graph) -> dict[str, jax.Array]:
         """One shard's graph -> {"raw": [G, T], "noise": [N, 3] (with `noise_head`)}."""
+        if self.reduce_op not in ("sum", "mean"):
+            raise ValueError(f"unknown reduce_op {self.reduce_op!r}; choose sum or mean")
         x, vec = self.encoder(graph)
         g = graph.n_graphs
         columns = []
         for t, kind in enumerate(self.heads):
-            out = build_head(kind, name=f"head_{t}_{kind}")(x, vec, graph)
+            head = build_head(kind, activation=self.activation, name=f"head_{t}_{kind}")
+            out = head(x, vec, graph)
             if kind not in MOLECULE_LEVEL:
                 out = jax.ops.segment_sum(out, graph.graph_index, num_segments=g)  # [G, 1]
+                if self.reduce_op == "mean":
+                    count = jax.ops.segment_sum(graph.atom_mask, graph.graph_index, g)
+                    out = out / jnp.maximum(count, 1)[:, None]
             assert out.shape == (g, 1), (kind, out.shape)
             columns.append(out)
         outputs = {"raw": jnp.concatenate(columns, axis=-1)}  # [G, T]
         if self.noise_head:
-            outputs["noise"] = VectorHead(name="noise_head")(x, vec) * graph.atom_mask[:, None]
+            noise = VectorHead(self.activation, name="noise_head")(x, vec)
+            outputs["noise"] = noise * graph.atom_mask[:, None]
         return outputs

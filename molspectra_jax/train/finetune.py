@@ -55,11 +55,15 @@ def build_model(config, targets) -> PropertyModel:
         if (t == "mu" and config.heads.dipole)
         else "spatial_extent"
         if (t == "r2" and config.heads.spatial_extent)
-        else "scalar"
+        else config.heads.output
         for t in targets
     )
     return PropertyModel(
-        encoder=build_encoder(config.model), heads=kinds, noise_head=config.loss.noise_weight > 0
+        encoder=build_encoder(config.model),
+        heads=kinds,
+        noise_head=config.loss.noise_weight > 0,
+        activation=config.model.activation,
+        reduce_op=config.heads.reduce_op,
     )
 
 

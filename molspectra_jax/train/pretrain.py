@@ -71,7 +71,7 @@ def setup(config, mesh) -> loop.Run:
         f"{len(splits['valid'])} valid molecules{' with spectra' if uses_spectra(config) else ''}"
         f"; budget {iterators['train'].budget}"
     )
-    model = PretrainModel(build_encoder(config.model))
+    model = PretrainModel(build_encoder(config.model), activation=config.model.activation)
     specformer = None
     if uses_spectra(config):
         specformer = build_specformer(config.specformer)

@@ -25,7 +25,7 @@ FRAMES = [0, 700, 1400, 1999]
 def setup():
     config = finetune_md17.get_config()
     config.model = test.get_config().model
-    config.model.update(hidden=32, num_layers=2, vector_norm="none")
+    config.model.update(hidden=32, num_layers=2, layernorm_on_vec="none", layer_norms=False)
     dataset = md17.load_md17(md17.shipped_md17_path()).subset(FRAMES)
     edges = candidate_edges(dataset, config.model.cutoff + config.data.skin)
     batch = collate(dataset, edges, [np.arange(len(FRAMES))], Budget(1, 6, 40, 400))

@@ -68,9 +68,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.heads.atomref = ("u0", "u", "h", "g")
     c.heads.dipole = False  # TorchMD-Net's dipole head for mu (official setting: scalar head)
     c.heads.spatial_extent = False  # TorchMD-Net's R2 head
-    # Other targets: "scalar" (gated, TorchMD-Net's EquivariantScalar) or "mlp_scalar".
+    # Other targets: "scalar" (gated, TorchMD-Net's EquivariantScalar), "mlp_scalar" (its
+    # Scalar), or "dipole" / "spatial_extent" (imported single-target models).
     c.heads.output = "scalar"
-    c.heads.reduce_op = "sum"  # per-atom contributions pooled by "sum" or "mean"
+    c.heads.reduce_op = "sum"  # per-atom contributions: "sum", "mean", "torchmdnet_mean"
 
     c.loss = ml_collections.ConfigDict()
     c.loss.kind = "mse"  # torchmd-net fine-tunes with MSE; MAE is what we report

@@ -9,6 +9,8 @@ pulls in nothing but jax:
 - `build_encoder(config.model)`: an encoder by name (`molspectra_jax.models`).
 - `load_dataset(spec, config.data)`: molecules (and spectra) of a registered source
   (`molspectra_jax.data.sources`).
+- `load(workdir)`: a trained (or imported) model with `predict` and `embed`
+  (`molspectra_jax.inference`).
 - `pretrain`, `finetune`: each task's `setup(config, mesh) -> Run` and
   `train_and_evaluate(config, workdir)` (`molspectra_jax.train`).
 """
@@ -23,6 +25,7 @@ _LAZY = {
     "SPECTRA": ("molspectra_jax.spectra", "SPECTRA"),
     "build_encoder": ("molspectra_jax.models", "build_encoder"),
     "load_dataset": ("molspectra_jax.data.sources", "load"),
+    "load": ("molspectra_jax.inference", "load"),
     "pretrain": ("molspectra_jax.train.pretrain", None),
     "finetune": ("molspectra_jax.train.finetune", None),
 }

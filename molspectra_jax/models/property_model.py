@@ -16,11 +16,16 @@ from molspectra_jax.graph import Graph
 from molspectra_jax.models.heads import MOLECULE_LEVEL, VectorHead, build_head
 
 
+REDUCE_OPS = ("sum", "mean", "torchmdnet_mean")
+
+
 class PropertyModel(nn.Module):
     """An encoder, a head per target and (optionally) a noise head for noisy nodes.
 
     `activation` is the heads' (TorchMD-Net: the model's `activation`); `reduce_op`
-    "sum" or "mean" pools per-atom contributions over a molecule (its `reduce_op`).
+    pools per-atom contributions over a molecule: "sum", "mean", or "torchmdnet_mean",
+    sum / (atoms + 1), which is what torchmd-net 3.x's "mean" computes (its
+    `scatter_reduce` includes the zero it starts from).
     """
 
     encoder: nn.Module
@@ -32,8 +37,8 @@ class PropertyModel(nn.Module):
     @nn.compact
     def __call__(self, graph: Graph) -> dict[str, jax.Array]:
         """One shard's graph -> {"raw": [G, T], "noise": [N, 3] (with `noise_head`)}."""
-        if self.reduce_op not in ("sum", "mean"):
-            raise ValueError(f"unknown reduce_op {self.reduce_op!r}; choose sum or mean")
+        if self.reduce_op not in REDUCE_OPS:
+            raise ValueError(f"unknown reduce_op {self.reduce_op!r}; choose from {REDUCE_OPS}")
         x, vec = self.encoder(graph)
         g = graph.n_graphs
         columns = []
@@ -42,8 +47,10 @@ class PropertyModel(nn.Module):
             out = head(x, vec, graph)
             if kind not in MOLECULE_LEVEL:
                 out = jax.ops.segment_sum(out, graph.graph_index, num_segments=g)  # [G, 1]
-                if self.reduce_op == "mean":
-                    count = jax.ops.segment_sum(graph.atom_mask, graph.graph_index, g)
+                if self.reduce_op != "sum":
+                    mask = graph.atom_mask.astype(out.dtype)
+                    count = jax.ops.segment_sum(mask, graph.graph_index, num_segments=g)
+                    count = count + 1 if self.reduce_op == "torchmdnet_mean" else count
                     out = out / jnp.maximum(count, 1)[:, None]
             assert out.shape == (g, 1), (kind, out.shape)
             columns.append(out)

@@ -49,7 +49,8 @@ class FinetuneTask:
 
 
 def build_model(config, targets) -> PropertyModel:
-    """PropertyModel with one head per target (TorchMD-Net's physical heads if enabled)."""
+    """PropertyModel with one head per target: TorchMD-Net's physical heads for mu and r2
+    if enabled, `config.heads.output` for the others."""
     kinds = tuple(
         "dipole"
         if (t == "mu" and config.heads.dipole)

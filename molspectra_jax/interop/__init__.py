@@ -1,0 +1,1 @@
+"""Reading models and checkpoints of other codebases (torchmd-net, the MolSpectra fork)."""

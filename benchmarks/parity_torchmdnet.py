@@ -2,6 +2,7 @@
 
   python -m benchmarks.parity_torchmdnet --out benchmarks/results/cpu_parity_torchmdnet.json
   python -m benchmarks.parity_torchmdnet --epochs 1          # a quick look (~4 min)
+  python -m benchmarks.parity_torchmdnet --seed 1 --out ...  # another initialisation
 
 Protocol (every choice fixed, the same for both): qm9pack's 130,831 molecules,
 `perm = np.random.default_rng(0).permutation(n)`, train `perm[:10000]`, valid
@@ -33,6 +34,7 @@ _ARM = flags.DEFINE_enum("arm", "both", ["both", "ours", "torchmdnet"], "Which m
 _EPOCHS = flags.DEFINE_integer("epochs", 25, "Training epochs (313 steps each).")
 _OUT = flags.DEFINE_string("out", "", "JSON results here (both arms: the comparison).")
 _THREADS = flags.DEFINE_integer("threads", 2, "CPU threads for each model.")
+_SEED = flags.DEFINE_integer("seed", 0, "Initialisation and shuffling seed of both (split fixed).")
 
 TARGET = "gap"
 N_TRAIN, N_VALID, N_TEST = 10_000, 1_000, 2_000
@@ -72,7 +74,7 @@ def _qm9():
     return load_qm9().select_targets((TARGET,))
 
 
-def run_ours(epochs: int, workdir: str) -> dict:
+def run_ours(epochs: int, workdir: str, seed: int) -> dict:
     """Our fine-tuning task with the protocol's split (a splits.npz) and settings."""
     from configs import finetune_qm9
     from molspectra_jax.train import finetune
@@ -82,6 +84,8 @@ def run_ours(epochs: int, workdir: str) -> dict:
     split_file = os.path.join(workdir, "splits.npz")
     np.savez(split_file, idx_train=split["train"], idx_val=split["valid"], idx_test=split["test"])
     c = finetune_qm9.get_config()
+    c.seed = seed
+    c.data.shuffle_seed = seed
     c.target = TARGET
     c.data.update(split_file=split_file, n_train=-1, n_valid=-1, n_test=-1)
     c.data.update(batch_size=BATCH, eval_batch_size=128)
@@ -103,12 +107,12 @@ def run_ours(epochs: int, workdir: str) -> dict:
     }
 
 
-def run_torchmdnet(epochs: int) -> dict:
+def run_torchmdnet(epochs: int, seed: int) -> dict:
     """torchmd-net 3.x's own ET and EquivariantScalar output, trained by a plain loop."""
     import torch
     from torchmdnet.models.model import create_model
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     data = _qm9()
     split = protocol_split(len(data))
     y = data.targets[:, 0]
@@ -137,7 +141,9 @@ def run_torchmdnet(epochs: int) -> dict:
         precision=32,
     )
     model = create_model(
-        args, mean=torch.tensor(mean, dtype=torch.float32), std=torch.tensor(std, dtype=torch.float32)
+        args,
+        mean=torch.tensor(mean, dtype=torch.float32),
+        std=torch.tensor(std, dtype=torch.float32),
     )
     molecules = [data.molecule(m) for m in range(len(data))]
 
@@ -161,7 +167,7 @@ def run_torchmdnet(epochs: int) -> dict:
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=0.0)
     total, per_epoch = epochs * steps_per_epoch(), steps_per_epoch()
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     best, best_state, step = math.inf, None, 0
     start = time.perf_counter()
     for epoch in range(epochs):
@@ -192,13 +198,14 @@ def run_torchmdnet(epochs: int) -> dict:
     }
 
 
-def _arm_in_subprocess(arm: str, epochs: int, threads: int) -> dict:
+def _arm_in_subprocess(arm: str, epochs: int, threads: int, seed: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     if arm == "torchmdnet":
         env.update(TORCH_ENV)
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         command = [sys.executable, "-m", "benchmarks.parity_torchmdnet", f"--arm={arm}"]
-        command += [f"--epochs={epochs}", f"--threads={threads}", f"--out={out.name}"]
+        command += [f"--epochs={epochs}", f"--threads={threads}", f"--seed={seed}"]
+        command += [f"--out={out.name}"]
         subprocess.run(command, check=True, env=env)
         with open(out.name) as f:
             return json.load(f)
@@ -207,23 +214,24 @@ def _arm_in_subprocess(arm: str, epochs: int, threads: int) -> dict:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax's per-save INFO lines
-    epochs, threads = _EPOCHS.value, _THREADS.value
+    epochs, threads, seed = _EPOCHS.value, _THREADS.value, _SEED.value
     if _ARM.value == "ours":
         with tempfile.TemporaryDirectory() as workdir:
-            result = run_ours(epochs, workdir)
+            result = run_ours(epochs, workdir, seed)
     elif _ARM.value == "torchmdnet":
         import torch
 
         torch.set_num_threads(threads)
-        result = run_torchmdnet(epochs)
+        result = run_torchmdnet(epochs, seed)
     else:
         result = {
             "date": time.strftime("%Y-%m-%d"),
             "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
             f"{os.cpu_count()} cores, {threads} threads per model",
             "epochs": epochs,
-            "torchmdnet": _arm_in_subprocess("torchmdnet", epochs, threads),
-            "ours": _arm_in_subprocess("ours", epochs, threads),
+            "seed": seed,
+            "torchmdnet": _arm_in_subprocess("torchmdnet", epochs, threads, seed),
+            "ours": _arm_in_subprocess("ours", epochs, threads, seed),
         }
         ratio = result["ours"]["test_mae_meV"] / result["torchmdnet"]["test_mae_meV"]
         result["ratio_ours_over_torchmdnet"] = ratio

@@ -173,7 +173,7 @@ class EquivariantLayerNorm(nn.Module):
         return (inverse_sqrt_spd(cov) @ vec).astype(dtype) * weight
 
 
-def inverse_sqrt_spd(matrix: jax.Array, iterations: int = 64) -> jax.Array:
+def inverse_sqrt_spd(matrix: jax.Array, iterations: int = 32) -> jax.Array:
     """[..., 3, 3] SPD -> M^(-1/2) by coupled Newton-Schulz iteration (rotation-covariant)."""
     scale = jnp.trace(matrix, axis1=-2, axis2=-1)[..., None, None]  # eigenvalues now in (0, 1]
     y = matrix / scale

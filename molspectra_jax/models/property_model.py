@@ -15,7 +15,6 @@ import jax.numpy as jnp
 from molspectra_jax.graph import Graph
 from molspectra_jax.models.heads import MOLECULE_LEVEL, VectorHead, build_head
 
-
 REDUCE_OPS = ("sum", "mean", "torchmdnet_mean")
 
 

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from experiments.import_torchmdnet import imported_config
+from experiments.torchmdnet_workdir import imported_config
 from molspectra_jax.data.records import MoleculeDataset
 from molspectra_jax.inference import Model
 from molspectra_jax.interop import torchmdnet
@@ -167,22 +167,25 @@ def test_live_reference_matches_the_committed_fixture_and_ours(case):
 @live
 @pytest.mark.slow
 def test_checkpoint_imports_predicts_and_fine_tunes(tmp_path, experiment_command):
-    """A Lightning-layout .ckpt that torchmd-net's own load_model reads -> import command
-    -> predict command (same numbers as torchmd-net) -> fine-tuning from it."""
+    """A .ckpt that torchmd-net writes (its LightningModule LNNP saved by a Lightning
+    Trainer, as `torchmd-train` does) -> import command -> predict command (the same
+    numbers as torchmd-net) -> fine-tuning from it."""
+    import lightning.pytorch as pl
     import torch
     from torchmdnet.models.model import load_model
+    from torchmdnet.module import LNNP
+    from torchmdnet.scripts.train import get_argparse
 
     case = "small"
     fresh = reference.reference(case)
     state = reference.state_dict_of(fresh)
+    args = {**vars(get_argparse().parse_args([])), **reference.hparams(case), "prior_args": None}
+    module = LNNP(args, mean=torch.tensor([0.0]), std=torch.tensor([1.0]))
+    module.model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu", devices=1)
+    trainer.strategy.connect(module)
     ckpt = tmp_path / "model.ckpt"
-    torch.save(
-        {
-            "hyper_parameters": reference.hparams(case),
-            "state_dict": {f"model.{k}": torch.from_numpy(v) for k, v in state.items()},
-        },
-        ckpt,
-    )
+    trainer.save_checkpoint(ckpt)
     theirs = load_model(str(ckpt))  # torchmd-net reads it: the layout is the real one
     z, pos, batch = (torch.from_numpy(fresh[k]) for k in ("z", "pos", "batch"))
     np.testing.assert_allclose(theirs(z, pos, batch)[0].detach().numpy(), fresh["y"], rtol=1e-6)

@@ -117,29 +117,9 @@ def run_torchmdnet(epochs: int, seed: int) -> dict:
     split = protocol_split(len(data))
     y = data.targets[:, 0]
     mean, std = y[split["train"]].mean(), y[split["train"]].std()
-    args = dict(
-        model="equivariant-transformer",
-        embedding_dimension=ET["hidden"],
-        num_layers=ET["num_layers"],
-        num_rbf=ET["num_rbf"],
-        rbf_type="expnorm",
-        trainable_rbf=False,
-        activation="silu",
-        attn_activation="silu",
-        neighbor_embedding=True,
-        num_heads=ET["num_heads"],
-        distance_influence="both",
-        cutoff_lower=0.0,
-        cutoff_upper=ET["cutoff"],
-        max_z=100,
-        max_num_neighbors=ET["max_num_neighbors"],
-        output_model="Scalar",
-        reduce_op="sum",
-        prior_model=None,
-        derivative=False,
-        atom_filter=-1,
-        precision=32,
-    )
+    from molspectra_jax.interop.torchmdnet import hyperparameters
+
+    args = hyperparameters(dict(name="et", **ET))  # the same ET, by torchmd-net's names
     model = create_model(
         args,
         mean=torch.tensor(mean, dtype=torch.float32),

@@ -119,6 +119,41 @@ def model_config(hparams: dict, state: dict[str, np.ndarray]) -> dict:
     }
 
 
+def hyperparameters(model: dict, output_model: str = "Scalar", reduce_op: str = "sum") -> dict:
+    """The inverse of `model_config` for upstream torchmd-net: `create_model` arguments of
+    the ET our `config.model` describes (for running the reference side by side)."""
+    if model.get("layer_norms") or model.get("layernorm_on_vec", "none") != "none":
+        raise UnsupportedCheckpoint(
+            "upstream torchmd-net has no fork norms (layer_norms, layernorm_on_vec)"
+        )
+    if not model.get("self_loops", True):
+        raise UnsupportedCheckpoint("upstream torchmd-net always has self-loops")
+    return {
+        "model": "equivariant-transformer",
+        "embedding_dimension": model["hidden"],
+        "num_layers": model["num_layers"],
+        "num_heads": model["num_heads"],
+        "num_rbf": model["num_rbf"],
+        "rbf_type": model.get("rbf", "expnorm"),
+        "trainable_rbf": model.get("trainable_rbf", False),
+        "activation": model.get("activation", "silu"),
+        "attn_activation": model.get("attn_activation", "silu"),
+        "neighbor_embedding": model.get("neighbor_embedding", True),
+        "distance_influence": model.get("distance_influence", "both"),
+        "cutoff_lower": model.get("cutoff_lower", 0.0),
+        "cutoff_upper": model["cutoff"],
+        "max_z": model.get("max_z", 100),
+        "max_num_neighbors": model.get("max_num_neighbors", 32),
+        "vector_cutoff": model.get("vector_cutoff", False),
+        "output_model": output_model,
+        "reduce_op": reduce_op,
+        "prior_model": None,
+        "derivative": False,
+        "atom_filter": -1,
+        "precision": 32,
+    }
+
+
 def head_config(hparams: dict, state: dict) -> tuple[str, str]:
     """(our head kind, reduce_op) of the checkpoint's output model. torchmd-net 3.x (its
     neighbour-list `distance.box` buffer is in the state) averages as sum / (n + 1)."""
@@ -171,9 +206,10 @@ class _State:
     def norm(self, prefix: str) -> dict:
         return {"scale": self.take(prefix + ".weight"), "bias": self.take(prefix + ".bias")}
 
-    def first(self, *keys: str) -> str:
-        """The first of `keys` (alternative spellings across versions) present."""
-        return next((k for k in keys if k + ".weight" in self.state), keys[0])
+    def first(self, *prefixes: str, then: str = "") -> str:
+        """The first of `prefixes` (spellings across versions) with `prefix + then +
+        ".weight"` in the state."""
+        return next((p for p in prefixes if p + then + ".weight" in self.state), prefixes[0])
 
 
 def _encoder(s: _State, config: dict) -> dict:
@@ -228,7 +264,7 @@ def _gated_output(s: _State, prefix: str) -> dict:
     blocks = {}
     for b in (0, 1):
         p = f"{prefix}.output_network.{b}."
-        mlp = s.first(p + "update_net.layers.0", p + "update_net.0")[: -len("0")]
+        mlp = s.first(p + "update_net.layers.", p + "update_net.", then="0")
         blocks[f"GatedEquivariantBlock_{b}"] = {
             "vec1": s.linear(p + "vec1_proj", bias=False),
             "vec2": s.linear(p + "vec2_proj", bias=False),
@@ -240,7 +276,7 @@ def _gated_output(s: _State, prefix: str) -> dict:
 
 def _mlp(s: _State, prefix: str) -> dict:
     """Scalar / ElectronicSpatialExtent's MLP -> `MLP_0` params."""
-    p = s.first(f"{prefix}.output_network.layers.0", f"{prefix}.output_network.0")[: -len("0")]
+    p = s.first(f"{prefix}.output_network.layers.", f"{prefix}.output_network.", then="0")
     return {"MLP_0": {"Dense_0": s.linear(p + "0"), "Dense_1": s.linear(p + "2")}}
 
 
@@ -266,7 +302,7 @@ def convert(hparams: dict, state: dict[str, np.ndarray]):
     for name in prior_names(hparams):
         if name != "Atomref":
             raise UnsupportedCheckpoint(f"prior_model {name!r} is not supported (only Atomref)")
-        key = s.first("prior_model.0.atomref", "prior_model.atomref") + ".weight"
+        key = s.first("prior_model.0.", "prior_model.", then="atomref") + "atomref.weight"
         values = s.take(key).astype(np.float64)
         if _atomref_enabled(hparams):
             atomref[: len(values)] = values[: config["max_z"]]

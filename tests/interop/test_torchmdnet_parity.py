@@ -117,6 +117,46 @@ def test_fork_cases_in_float32(case):
         np.testing.assert_allclose(ours, theirs, atol=FLOAT32_WHITENING_RTOL * scale, err_msg=name)
 
 
+def test_hyperparameters_invert_the_import():
+    """Our config.model -> torchmd-net's arguments -> our config.model again."""
+    fixture = _fixture("options")
+    hparams = reference.hparams("options")
+    ours = torchmdnet.model_config(hparams, reference.state_dict_of(fixture))
+    again = torchmdnet.hyperparameters(ours)
+    assert {k: again[k] for k in hparams if k in again} == {
+        k: hparams[k] for k in hparams if k in again
+    }
+
+
+def test_fork_key_spellings_convert_alike():
+    """The fork's (older torchmd-net's) names: `update_net.N`, no `distance.box`, a single
+    prior module; and the fork's true mean (no box buffer: reduce_op mean)."""
+    import re
+
+    import jax
+
+    fixture = _fixture("energy_forces_atomref")
+    hparams = reference.hparams("energy_forces_atomref")
+    state = reference.state_dict_of(fixture)
+    renamed = {
+        re.sub(r"update_net\.layers\.", "update_net.", k).replace(
+            "prior_model.0.", "prior_model."
+        ): v
+        for k, v in state.items()
+        if k != "representation_model.distance.box"
+    }
+    upstream, fork = torchmdnet.convert(hparams, state), torchmdnet.convert(hparams, renamed)
+    assert jax.tree.structure(upstream[3]) == jax.tree.structure(fork[3])
+    for a, b in zip(jax.tree.leaves(upstream[3]), jax.tree.leaves(fork[3]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(upstream[4]["atomref"], fork[4]["atomref"])
+    mean = {**reference.hparams("small"), "reduce_op": "mean"}
+    small = reference.state_dict_of(_fixture("small"))
+    assert torchmdnet.convert(mean, small)[2] == "torchmdnet_mean"
+    no_box = {k: v for k, v in small.items() if k != "representation_model.distance.box"}
+    assert torchmdnet.convert(mean, no_box)[2] == "mean"
+
+
 def test_unsupported_options_name_the_option():
     fixture = _fixture("small")
     state = reference.state_dict_of(fixture)

@@ -27,7 +27,7 @@ OUTPUT_MODELS = {
     "ElectronicSpatialExtent": "spatial_extent",
     "EquivariantElectronicSpatialExtent": "spatial_extent",
 }
-REDUCE_OPS = {"add": "sum", "sum": "sum", "mean": "mean"}
+THEIR_REDUCE_OPS = {"add": "sum", "sum": "sum", "mean": "mean"}  # theirs -> ours
 # Keys read but not needed: buffers we recompute, the fork's running denoising-target
 # statistics, and (stage-2 checkpoints) the spectrum encoder, which is not imported.
 IGNORED = re.compile(
@@ -165,7 +165,7 @@ def head_config(hparams: dict, state: dict) -> tuple[str, str]:
         )
     if hparams.get("output_mlp_num_layers", 0):
         raise UnsupportedCheckpoint("output_mlp_num_layers > 0 is not supported")
-    reduce_op = REDUCE_OPS[_option(hparams, "reduce_op", set(REDUCE_OPS), "add")]
+    reduce_op = THEIR_REDUCE_OPS[_option(hparams, "reduce_op", set(THEIR_REDUCE_OPS), "add")]
     if reduce_op == "mean" and "representation_model.distance.box" in state:
         reduce_op = "torchmdnet_mean"
     return kind, reduce_op

@@ -41,7 +41,7 @@ def _dataset(fixture) -> MoleculeDataset:
     )
 
 
-def _ours(case: str, hparams: dict, state: dict, fixture: dict):
+def _ours(hparams: dict, state: dict, fixture: dict):
     """Our (scalars, vectors, predictions, forces) with the converted weights."""
     import jax
     import jax.numpy as jnp
@@ -88,7 +88,7 @@ def test_imported_weights_reproduce_torchmdnet(case):
     fixture = _fixture(case)
     hparams = reference.hparams(case)
     with jax.enable_x64(case in FORK_CASES):
-        x, vec, y, forces = _ours(case, hparams, reference.state_dict_of(fixture), fixture)
+        x, vec, y, forces = _ours(hparams, reference.state_dict_of(fixture), fixture)
     _assert_close("scalars", x, fixture["x"])
     rtol = FORK_AMPLIFIED_RTOL if case in FORK_CASES else RTOL
     outputs = (
@@ -106,9 +106,7 @@ def test_imported_weights_reproduce_torchmdnet(case):
 @pytest.mark.parametrize("case", FORK_CASES)
 def test_fork_cases_in_float32(case):
     fixture = _fixture(case)
-    x, vec, y, forces = _ours(
-        case, reference.hparams(case), reference.state_dict_of(fixture), fixture
-    )
+    x, vec, y, forces = _ours(reference.hparams(case), reference.state_dict_of(fixture), fixture)
     for name, ours, theirs in (
         ("scalars", x, fixture["x"]),
         ("predictions", y, fixture["y"][:, 0]),
@@ -197,9 +195,7 @@ def test_live_reference_matches_the_committed_fixture_and_ours(case):
     for key in ("x", "vec", "y", "forces"):
         _assert_close(key, fresh[key], committed[key])
     if case not in FORK_CASES:
-        x, vec, y, forces = _ours(
-            case, reference.hparams(case), reference.state_dict_of(fresh), fresh
-        )
+        x, vec, y, forces = _ours(reference.hparams(case), reference.state_dict_of(fresh), fresh)
         _assert_close("predictions", y, fresh["y"][:, 0])
         _assert_close("forces", forces, fresh["forces"])
 

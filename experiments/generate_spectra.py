@@ -14,6 +14,7 @@ import sys
 
 from absl import app, flags
 
+from molspectra_jax import files
 from molspectra_jax.data import sources
 from molspectra_jax.data.records import DataError
 from molspectra_jax.spectroscopy import components, generate, identity
@@ -69,7 +70,7 @@ def main(argv) -> int:
             dask_scheduler=_DASK.value,
             progress=not _NO_PROGRESS.value,
         )
-    except (DataError, identity.StoreConflict) as e:  # a bad input record, or another run's store
+    except (DataError, identity.StoreConflict, files.FolderInUse) as e:  # bad input, another run
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -9,15 +9,22 @@ destination. On any failure the temporary is deleted and the old file is left in
         spectra = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=...)
         ...
     write_npz("shard.npz", {"ids": ids, "positions": positions})
+
+A process killed inside a write leaves its temporary behind; a writer that owns a
+folder (`exclusive_folder`) removes such leftovers with `remove_stale_temporaries`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import io
 import json
 import os
+import socket
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
@@ -49,6 +56,49 @@ def atomic_path(path: str) -> Iterator[str]:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+class FolderInUse(RuntimeError):
+    """Another process holds the folder's `exclusive_folder` lock."""
+
+
+@contextlib.contextmanager
+def exclusive_folder(folder: str, lock_name: str = ".lock") -> Iterator[None]:
+    """Hold an exclusive lock on `<folder>/<lock_name>` for the block.
+
+    A second holder fails at once with `FolderInUse`, naming the first (pid, host,
+    start time). The kernel drops the lock when its process dies, so a lock left by a
+    killed process never blocks the next one.
+    """
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, lock_name)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise FolderInUse(f"{folder} is in use by another process ({holder})") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Delete the `atomic_path` temporaries under `folder` (recursively); their paths.
+
+    Only the folder's owner (see `exclusive_folder`) may call this: another writer's
+    temporary in progress looks the same as one left by a killed process.
+    """
+    stale = sorted(glob.glob(os.path.join(glob.escape(folder), "**", ".*.tmp"), recursive=True))
+    for path in stale:
+        os.unlink(path)
+    return stale
 
 
 @contextlib.contextmanager

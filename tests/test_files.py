@@ -1,12 +1,18 @@
-"""Atomic writers: deterministic npz, failures leave the old file and no temporary, 0644."""
+"""Atomic writers: deterministic npz, failures leave the old file and no temporary, 0644;
+folder locks, and a killed writer's temporary removed by the next owner."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from molspectra_jax import files
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def mode(path) -> int:
@@ -64,3 +70,31 @@ def test_npy_json_and_atomic_path(tmp_path):
         raise KeyError("interrupted")
     assert json.loads((tmp_path / "r.json").read_text()) == {"molecules": 3}
     assert sorted(os.listdir(tmp_path)) == ["r.json", "sub"]
+
+
+def test_a_folder_has_one_owner(tmp_path):
+    with files.exclusive_folder(str(tmp_path)):
+        with pytest.raises(files.FolderInUse, match=r"in use by another process \(pid \d+ on"):
+            with files.exclusive_folder(str(tmp_path)):
+                pass
+    with files.exclusive_folder(str(tmp_path)):  # released: the next owner takes it
+        pass
+
+
+def test_a_killed_writer_leaves_a_temporary_that_the_next_owner_removes(tmp_path):
+    code = (
+        "import os, sys\n"
+        "from molspectra_jax import files\n"
+        "with files.atomic_open(sys.argv[1]) as f:\n"
+        "    f.write(b'partial'); f.flush()\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    target = tmp_path / "sub" / "x.npz"
+    proc = subprocess.run([sys.executable, "-c", code, str(target)], cwd=REPO)
+    assert proc.returncode == -signal.SIGKILL
+    (leftover,) = (tmp_path / "sub").iterdir()
+    assert leftover.name.startswith(".x.npz.") and not target.exists()
+    (tmp_path / "keep.npz").write_bytes(b"kept")
+    with files.exclusive_folder(str(tmp_path)):
+        assert files.remove_stale_temporaries(str(tmp_path)) == [str(leftover)]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [".lock", "keep.npz", "sub"]

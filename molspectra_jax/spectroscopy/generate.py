@@ -184,7 +184,27 @@ def generate(
     Raises:
       identity.StoreConflict: `out_dir` holds spectra of another run (source, shard size,
         settings or molecules differ); raised before anything is written.
+      files.FolderInUse: another generator is writing into `out_dir`.
     """
+    with files.exclusive_folder(out_dir):
+        files.remove_stale_temporaries(out_dir)  # left by a killed run
+        return _generate_locked(
+            ids,
+            get_molecule,
+            out_dir,
+            settings,
+            source=source,
+            names=names,
+            workers=workers,
+            dask_scheduler=dask_scheduler,
+            progress=progress,
+        )
+
+
+def _generate_locked(
+    ids, get_molecule, out_dir, settings, *, source, names, workers, dask_scheduler, progress
+) -> Summary:
+    """`generate`, with `out_dir` held by this process."""
     start = time.time()
     store = SpectraStore(out_dir)
     ids = [int(i) for i in ids]

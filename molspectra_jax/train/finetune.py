@@ -197,7 +197,7 @@ def setup(config, mesh) -> loop.Run:
 def train_and_evaluate(config, workdir: str) -> dict:
     """Fine-tune on `config.target`; returns {"test_mae": {...}, "mean_predictor_mae": {...}}."""
     mesh = loop.start(config, workdir)
-    with loop.WorkdirLock(workdir):
+    with loop.workdir_lock(workdir):
         return _train_and_report(setup(config, mesh), config, workdir)
 
 

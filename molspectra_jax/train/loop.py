@@ -13,14 +13,13 @@ diverged parameters never reach a checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import fcntl
 import functools
 import json
 import os
-import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -28,6 +27,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from molspectra_jax import files
 from molspectra_jax.data.prefetch import Prefetcher
 from molspectra_jax.train import sharding
 from molspectra_jax.train.checkpoint import Checkpointer, CheckpointError
@@ -162,39 +162,19 @@ def check_resumable(saved: dict, config, directory: str) -> None:
         print(f"resuming with {k} changed: {a!r} -> {b!r}")
 
 
-class WorkdirLock:
-    """An exclusive lock on `<workdir>/.lock` (process 0 only): a second run on the same
-    workdir stops at once, naming the first. The kernel releases it when its process
-    dies, so a lock left by a killed run never blocks the next one."""
-
-    def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, ".lock")
-        self.file = None
-
-    def __enter__(self) -> WorkdirLock:
-        if jax.process_index() != 0:
-            return self
-        self.file = open(self.path, "a+")
+@contextlib.contextmanager
+def workdir_lock(workdir: str) -> Iterator[None]:
+    """Process 0 holds `<workdir>/.lock` for the block: a second run on the same workdir
+    stops at once with a `RunError` naming the first (`files.exclusive_folder`)."""
+    if jax.process_index() != 0:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "unknown"
-            self.file.close()
-            raise RunError(
-                f"{os.path.dirname(self.path)} is in use by another run ({holder}); wait for "
-                "it to finish or use another --workdir"
-            ) from None
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}")
-        self.file.flush()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.file is not None:
-            fcntl.flock(self.file, fcntl.LOCK_UN)
-            self.file.close()
+            stack.enter_context(files.exclusive_folder(workdir))
+        except files.FolderInUse as e:
+            raise RunError(f"{e}; wait for it to finish or use another --workdir") from None
+        yield
 
 
 def _restore_latest(run: Run, ckpt: Checkpointer, state: TrainState, extra: dict, config):
@@ -221,7 +201,7 @@ def _restore_latest(run: Run, ckpt: Checkpointer, state: TrainState, extra: dict
 def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
     """Train `run` to `config.train.num_steps`; returns (state, last validation metrics).
 
-    The caller holds the workdir's `WorkdirLock` (the tasks' `train_and_evaluate` do).
+    The caller holds the workdir's `workdir_lock` (the tasks' `train_and_evaluate` do).
     """
     train = config.train
     # Replicated over the mesh (state too, before restoring: a restore template's sharding

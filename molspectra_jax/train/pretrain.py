@@ -122,6 +122,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     """Pre-train to `config.train.num_steps` in `workdir` (resuming if possible); returns
     the last validation metrics."""
     mesh = loop.start(config, workdir)
-    with loop.WorkdirLock(workdir):
+    with loop.workdir_lock(workdir):
         _, valid = loop.fit(setup(config, mesh), config, workdir)
     return valid

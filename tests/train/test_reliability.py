@@ -12,7 +12,7 @@ import pytest
 from configs import test as test_config
 from molspectra_jax.train import finetune
 from molspectra_jax.train.checkpoint import read_checkpoint_arrays
-from molspectra_jax.train.loop import RunError, WorkdirLock
+from molspectra_jax.train.loop import RunError, workdir_lock
 
 
 def _config(**train):
@@ -105,11 +105,11 @@ def test_unreadable_best_reports_latest_and_says_so(tmp_path, capsys):
 
 
 def test_a_workdir_holds_one_run(tmp_path):
-    with WorkdirLock(str(tmp_path)):
-        with pytest.raises(RunError, match=r"in use by another run \(pid \d+ on"):
-            with WorkdirLock(str(tmp_path)):
+    with workdir_lock(str(tmp_path)):
+        with pytest.raises(RunError, match=r"in use by another process \(pid \d+ on"):
+            with workdir_lock(str(tmp_path)):
                 pass
-    with WorkdirLock(str(tmp_path)):  # released: the next run takes it
+    with workdir_lock(str(tmp_path)):  # released: the next run takes it
         pass
 
 

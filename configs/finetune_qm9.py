@@ -35,6 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.budget_slack = 1.15  # atom/edge budget over the mean: ~13% padding
     c.data.elements = (1, 6, 7, 8, 9)  # QM9's H C N O F
     c.data.prefetch = 2  # batches (>= 1) assembled and sent to the devices ahead of the step
+    c.data.workers = 0  # processes collating batches (0: the prefetch thread does)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "et"

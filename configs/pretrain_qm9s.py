@@ -50,7 +50,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.data = base.data
     del c.data["n_test"]  # pre-training validates on `n_valid` molecules and tests nothing
-    # Stage-1 geometries: "qm9", or "sdf:<path>" (e.g. PCQM4Mv2's SDF: RDKit adds the Hs).
+    # Stage-1 geometries: "qm9"; "molstore:<folder>", a store written once by
+    # experiments.convert_molecules (PCQM4Mv2's 3.4M molecules: RDKit adds the Hs); or a
+    # small "sdf:<path>" read whole at every start.
     c.data.source = "qm9"
     # Stage-2 spectra: "embedded" (shipped with the package), a generate_spectra output
     # folder ("store:<folder>"), or "qm9s:<folder>" (the QM9S release, converted).

@@ -5,8 +5,9 @@ leading shard axis S (one slice per device, so data parallelism never moves atom
 between devices), then per shard the padded `molspectra_jax.graph.Graph` of G graph
 slots, N atom slots and E edge slots (the padding layout is described there).
 
-Edges are *candidates*: all intra-molecular pairs within `cutoff + skin`, computed
-once on the host. The model masks them to the true cutoff with the positions it is
+Edges are *candidates*: all intra-molecular pairs within `cutoff + skin`, found per
+batch on the host (vectorized, nothing held per dataset but one count per molecule,
+which packing needs). The model masks them to the true cutoff with the positions it is
 given, so neighbour lists stay exact when noise (sigma 0.04 Å) moves atoms on device,
 as long as no pair distance changes by more than `skin`.
 """
@@ -49,34 +50,74 @@ class Budget:
 
 @dataclasses.dataclass(frozen=True)
 class CandidateEdges:
-    """Intra-molecular pairs within a radius, molecule m's at `offsets[m]:offsets[m+1]`."""
+    """How many candidate edges each molecule has: pairs i != j closer than `radius`.
 
-    senders: np.ndarray  # [P] int32, molecule-local
-    receivers: np.ndarray  # [P] int32
-    offsets: np.ndarray  # [M + 1] int64
+    The pairs themselves are found per batch (`candidate_pairs`); packing a shard only
+    needs the counts.
+    """
+
+    counts: np.ndarray  # [M] int32
     radius: float
 
     @property
     def n_edges(self) -> np.ndarray:
-        return np.diff(self.offsets)
+        return self.counts
+
+
+def candidate_pairs(
+    positions: np.ndarray, n_atoms: np.ndarray, radius: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ordered pairs i != j of each molecule closer than `radius` (Å), molecule by molecule,
+    each molecule's in row-major (sender, receiver) order.
+
+    Args:
+      positions: [A, 3] float32, the atoms of g molecules back to back.
+      n_atoms: [g] atoms per molecule (sum A).
+
+    Returns:
+      senders, receivers: [P] int64 indices into `positions`; counts: [g] pairs per molecule.
+    """
+    n_atoms = np.asarray(n_atoms, np.int64)
+    squares = n_atoms * n_atoms
+    owner = np.repeat(np.arange(len(n_atoms)), squares)  # [all pairs] molecule of each
+    local = np.arange(int(squares.sum()), dtype=np.int64) - (np.cumsum(squares) - squares)[owner]
+    width, first = n_atoms[owner], (np.cumsum(n_atoms) - n_atoms)[owner]
+    i, j = first + local // width, first + local % width
+    diff = positions[i] - positions[j]
+    # sqrt(sum of squares) in float32, as np.linalg.norm: a pair on the radius is kept or
+    # dropped exactly as the on-device distance would say.
+    keep = (np.sqrt(np.add.reduce(diff * diff, axis=-1)) < radius) & (i != j)
+    return i[keep], j[keep], np.bincount(owner[keep], minlength=len(n_atoms))
+
+
+def count_candidate_edges(
+    dataset: MoleculeDataset, radius: float, chunk_pairs: int = 20_000_000
+) -> np.ndarray:
+    """[M] int32 candidate edges per molecule (`candidate_pairs` counts), computed in
+    chunks of about `chunk_pairs` atom pairs so memory stays bounded."""
+    n_atoms = dataset.n_atoms
+    pairs_before = np.concatenate([[0], np.cumsum(n_atoms.astype(np.int64) ** 2)])  # [M + 1]
+    counts = np.zeros(len(dataset), np.int32)
+    start = 0
+    while start < len(dataset):
+        stop = np.searchsorted(pairs_before, pairs_before[start] + chunk_pairs, side="right") - 1
+        stop = min(max(int(stop), start + 1), len(dataset))
+        atoms = dataset.positions[dataset.offsets[start] : dataset.offsets[stop]]
+        counts[start:stop] = candidate_pairs(np.asarray(atoms), n_atoms[start:stop], radius)[2]
+        start = stop
+    return counts
 
 
 def candidate_edges(dataset: MoleculeDataset, radius: float) -> CandidateEdges:
-    """All ordered pairs i != j of each molecule closer than `radius` (Å)."""
-    senders, receivers, counts = [], [], []
-    for m in range(len(dataset)):
-        _, pos = dataset.molecule(m)
-        dist = np.linalg.norm(pos[:, None] - pos[None], axis=-1)  # [n, n]
-        s, r = np.nonzero((dist < radius) & ~np.eye(len(pos), dtype=bool))
-        senders.append(s.astype(np.int32))
-        receivers.append(r.astype(np.int32))
-        counts.append(len(s))
-    return CandidateEdges(
-        senders=np.concatenate(senders),
-        receivers=np.concatenate(receivers),
-        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        radius=radius,
-    )
+    """Candidate-edge counts of every molecule of `dataset` within `radius` (Å); read from
+    (or written to) the molecule store's cache when the dataset is mapped from one."""
+    if dataset.store:
+        from molspectra_jax.data import molstore
+
+        counts = molstore.edge_counts(dataset, radius)
+    else:
+        counts = count_candidate_edges(dataset, radius)
+    return CandidateEdges(counts=counts, radius=radius)
 
 
 def make_budget(
@@ -85,8 +126,10 @@ def make_budget(
     batch_size: int,
     n_shards: int = 1,
     slack: float = 1.15,
+    rows: np.ndarray | None = None,
 ) -> Budget:
-    """Budgets sized so a shard of `batch_size / n_shards` average molecules fits.
+    """Budgets sized so a shard of `batch_size / n_shards` average molecules (of `rows`,
+    default all) fits.
 
     `slack` > 1 leaves room for above-average molecules, so the graph count is usually
     what fills a shard; the padding fraction is roughly 1 - 1/slack.
@@ -97,6 +140,8 @@ def make_budget(
         raise ValueError(f"batch_size {batch_size} is not divisible by {n_shards} shards")
     per_shard = batch_size // n_shards
     n_atoms, n_edges = dataset.n_atoms, edges.n_edges
+    if rows is not None:
+        n_atoms, n_edges = n_atoms[rows], n_edges[rows]
     atoms = max(int(n_atoms.max()), math.ceil(per_shard * n_atoms.mean() * slack)) + 1
     edge_slots = max(int(n_edges.max()), math.ceil(per_shard * n_edges.mean() * slack)) + 1
     return Budget(n_shards=n_shards, graphs=per_shard + 1, atoms=atoms, edges=edge_slots)
@@ -123,11 +168,17 @@ def pack_shard(
 
 
 def collate(
-    dataset: MoleculeDataset, edges: CandidateEdges, shards: list[np.ndarray], budget: Budget
+    dataset: MoleculeDataset,
+    edges: CandidateEdges,
+    shards: list[np.ndarray],
+    budget: Budget,
+    index: list[np.ndarray] | None = None,
 ) -> GraphBatch:
     """Pad `shards` (lists of dataset rows, one per shard) into a [len(shards), ...] batch.
 
-    Spectra come from `dataset.spectra`, one row per graph.
+    Candidate edges are found here, within `edges.radius`. Spectra come from
+    `dataset.spectra`, one row per graph. `index` (parallel to `shards`) is what
+    `molecule_index` records for each graph; by default the dataset row.
     """
     s_, g_, n_, e_ = len(shards), budget.graphs, budget.atoms, budget.edges
     t_ = dataset.targets.shape[1]
@@ -151,24 +202,24 @@ def collate(
     )
     for s, rows in enumerate(shards):
         # One shard in a few numpy slices (no per-molecule loop): molecule g of `rows`
-        # takes the next n_atoms[g] atom slots and n_edges[g] edge slots.
+        # takes the next n_atoms[g] atom slots and its candidate pairs the next edge slots.
         rows = np.asarray(rows, np.int64)
         na = dataset.offsets[rows + 1] - dataset.offsets[rows]  # [g]
-        ne = edges.offsets[rows + 1] - edges.offsets[rows]  # [g]
-        a, e, g = int(na.sum()), int(ne.sum()), len(rows)
+        a, g = int(na.sum()), len(rows)
         atoms = concat_ranges(dataset.offsets[rows], na)  # [a] dataset atom rows
-        first_atom = np.cumsum(na) - na  # [g] each molecule's first slot
-        pairs = concat_ranges(edges.offsets[rows], ne)  # [e] candidate-edge rows
-        shift = np.repeat(first_atom, ne)  # molecule-local -> shard atom index
-        graph.atomic_numbers[s, :a] = dataset.atomic_numbers[atoms]
         graph.positions[s, :a] = dataset.positions[atoms]
+        senders, receivers, _ = candidate_pairs(graph.positions[s, :a], na, edges.radius)
+        e = len(senders)
+        if e > e_:
+            raise ValueError(f"{e} candidate edges exceed the budget of {e_} (budget {budget})")
+        graph.atomic_numbers[s, :a] = dataset.atomic_numbers[atoms]
         graph.atom_mask[s, :a] = True
         graph.graph_index[s, :a] = np.repeat(np.arange(g, dtype=np.int32), na)
-        graph.senders[s, :e] = edges.senders[pairs] + shift
-        graph.receivers[s, :e] = edges.receivers[pairs] + shift
+        graph.senders[s, :e] = senders
+        graph.receivers[s, :e] = receivers
         graph.edge_mask[s, :e] = True
         graph.graph_mask[s, :g] = True
-        batch.molecule_index[s, :g] = rows
+        batch.molecule_index[s, :g] = rows if index is None else index[s]
         batch.targets[s, :g] = dataset.targets[rows]
         if k_:
             batch.atom_targets[s, :a] = dataset.atom_targets[atoms]
@@ -178,7 +229,11 @@ def collate(
 
 
 class BatchIterator:
-    """Endless (train) or one-pass (eval) iterator of `GraphBatch`es over a dataset.
+    """Endless (train) or one-pass (eval) iterator of `GraphBatch`es over a dataset's rows.
+
+    `rows` (default: all) are the dataset rows this iterator walks, a split of a dataset
+    too large to copy (a memory-mapped store); the batches are those of
+    `dataset.subset(rows)`, `molecule_index` included.
 
     Training order is a fresh seeded permutation each epoch; the iterator's position
     (epoch, cursor) is part of the checkpoint, so a resumed run sees exactly the
@@ -195,6 +250,7 @@ class BatchIterator:
         edges: CandidateEdges,
         budget: Budget,
         *,
+        rows: np.ndarray | None = None,
         seed: int = 0,
         shuffle: bool = True,
         process_index: int = 0,
@@ -205,16 +261,23 @@ class BatchIterator:
         if budget.n_shards % process_count:
             raise ValueError(f"{budget.n_shards} shards don't split over {process_count} processes")
         self.dataset, self.edges, self.budget = dataset, edges, budget
+        self.rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, np.int64)
+        self.n_atoms, self.n_edges = dataset.n_atoms[self.rows], edges.n_edges[self.rows]
         self.seed, self.shuffle = seed, shuffle
         local = budget.n_shards // process_count
         self.local_shards = slice(process_index * local, (process_index + 1) * local)
         self.epoch, self.cursor = 0, 0
         self._cached_order = None  # (epoch, order)
 
+    def __len__(self) -> int:
+        """Molecules per epoch."""
+        return len(self.rows)
+
     def _order(self) -> np.ndarray:
-        """This epoch's molecule order, computed once per epoch (128 ms at 3.4M molecules)."""
+        """This epoch's order of positions in `rows`, computed once per epoch (128 ms at
+        3.4M molecules)."""
         if self._cached_order is None or self._cached_order[0] != self.epoch:
-            n = len(self.dataset)
+            n = len(self.rows)
             rng = np.random.default_rng([self.seed, self.epoch])
             self._cached_order = (self.epoch, rng.permutation(n) if self.shuffle else np.arange(n))
         return self._cached_order[1]
@@ -229,13 +292,19 @@ class BatchIterator:
         return self
 
     def one_pass(self) -> Iterator[GraphBatch]:
-        """Every molecule once, in dataset order, from the start (evaluation)."""
+        """Every molecule once, in row order, from the start (evaluation)."""
         if self.shuffle:
             raise ValueError("one_pass is for evaluation iterators (shuffle=False)")
         self.epoch, self.cursor = 0, 0
         yield from self
 
     def __next__(self) -> GraphBatch:
+        rows, index = self.plan()
+        return collate(self.dataset, self.edges, rows, self.budget, index)
+
+    def plan(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Advance by one batch without building it: (dataset rows, positions in `rows`)
+        of each of this process's shards; `collate` builds it (`__next__` does both)."""
         order = self._order()
         if self.cursor >= len(order):
             if not self.shuffle:
@@ -244,12 +313,11 @@ class BatchIterator:
             order = self._order()
         shards = []
         for _ in range(self.budget.n_shards):
-            stop = pack_shard(
-                order, self.cursor, self.dataset.n_atoms, self.edges.n_edges, self.budget
-            )
+            stop = pack_shard(order, self.cursor, self.n_atoms, self.n_edges, self.budget)
             shards.append(order[self.cursor : stop])
             self.cursor = stop
-        return collate(self.dataset, self.edges, shards[self.local_shards], self.budget)
+        local = shards[self.local_shards]
+        return [self.rows[p] for p in local], local
 
 
 def padding_fraction(batch: GraphBatch) -> dict[str, float]:

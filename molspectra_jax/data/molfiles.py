@@ -55,25 +55,61 @@ def read_sdf(
         raise DataError(f"{path}: no SDF records found")
 
     def parse(i: int):
-        mol = supplier[i]
-        if mol is None:
-            raise DataError(f"{path}, record {i + 1}: RDKit cannot parse this SDF record")
-        name = mol.GetProp("_Name") if mol.HasProp("_Name") else ""
-        if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
-            raise DataError(f"{path}, record {i + 1} ({name}): no 3D coordinates")
-        implicit = sum(a.GetNumImplicitHs() for a in mol.GetAtoms())
-        if implicit and not add_hydrogens:
-            raise DataError(
-                f"{path}, record {i + 1} ({name}): {implicit} implicit hydrogens without "
-                "coordinates; pass add_hydrogens=True to place them"
-            )
-        if implicit:
-            mol = Chem.AddHs(mol, addCoords=True)
-        z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], np.int32)
-        pos = np.asarray(mol.GetConformer().GetPositions(), np.float32)
-        return MoleculeRecord(name or f"{path}:{i + 1}", z, pos)
+        return sdf_record(supplier[i], path, i + 1, add_hydrogens)
 
     return _collect(path, range(len(supplier)), parse, elements, max_atoms, on_error)
+
+
+def sdf_record(mol, path: str, number: int, add_hydrogens: bool) -> MoleculeRecord:
+    """One parsed SDF record (an RDKit molecule, None if RDKit could not parse it) -> its
+    record; `number` is 1-based. Raises DataError naming `path` and `number`."""
+    from rdkit import Chem
+
+    if mol is None:
+        raise DataError(f"{path}, record {number}: RDKit cannot parse this SDF record")
+    name = mol.GetProp("_Name") if mol.HasProp("_Name") else ""
+    if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
+        raise DataError(f"{path}, record {number} ({name}): no 3D coordinates")
+    implicit = sum(a.GetNumImplicitHs() for a in mol.GetAtoms())
+    if implicit and not add_hydrogens:
+        raise DataError(
+            f"{path}, record {number} ({name}): {implicit} implicit hydrogens without "
+            "coordinates; pass add_hydrogens=True to place them"
+        )
+    if implicit:
+        mol = Chem.AddHs(mol, addCoords=True)
+    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], np.int32)
+    pos = np.asarray(mol.GetConformer().GetPositions(), np.float32)
+    return MoleculeRecord(name or f"{path}:{number}", z, pos, number=number)
+
+
+def read_sdf_blocks(
+    path: str,
+    first_number: int,
+    blocks: Sequence[str],
+    *,
+    add_hydrogens: bool = False,
+    elements: Sequence[int] = DEFAULT_ELEMENTS,
+) -> tuple[list[MoleculeRecord], list[str]]:
+    """Records of consecutive SDF record texts (`blocks`, record `first_number` first), as
+    `read_sdf(..., on_error="skip")` reads them: (records, one message per skipped one).
+
+    The streaming path for files too large to hold (`data.molstore.sdf_chunks`)."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")  # the skipped records' messages say why
+    records, skipped = [], []
+    for offset, block in enumerate(blocks):
+        number = first_number + offset
+        try:
+            mol = Chem.MolFromMolBlock(block, removeHs=False, sanitize=True)
+            record = sdf_record(mol, path, number, add_hydrogens)
+            _check(path, number, record, elements, None)
+        except DataError as e:
+            skipped.append(str(e))
+            continue
+        records.append(record)
+    return records, skipped
 
 
 def read_xyz(
@@ -213,15 +249,7 @@ def _collect(source, indices: Iterable[int], parse, elements, max_atoms, on_erro
     for i in indices:
         try:
             record = parse(i)
-            check_molecule(
-                source,
-                f"{i + 1} ({record.name})",
-                record.atomic_numbers,
-                record.positions,
-                elements=elements,
-                max_atoms=max_atoms,
-                min_distance=MIN_DISTANCE,
-            )
+            _check(source, i + 1, record, elements, max_atoms)
         except DataError as e:
             if on_error == "raise":
                 raise
@@ -231,3 +259,15 @@ def _collect(source, indices: Iterable[int], parse, elements, max_atoms, on_erro
     if not records:
         raise DataError(f"{source}: no usable molecules ({len(skipped)} skipped: {skipped[:3]})")
     return records, skipped
+
+
+def _check(source: str, number: int, record: MoleculeRecord, elements, max_atoms) -> None:
+    check_molecule(
+        source,
+        f"{number} ({record.name})",
+        record.atomic_numbers,
+        record.positions,
+        elements=elements,
+        max_atoms=max_atoms,
+        min_distance=MIN_DISTANCE,
+    )

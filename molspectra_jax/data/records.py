@@ -53,6 +53,8 @@ class MoleculeDataset:
       atom_targets: optional [A, K] per-atom targets (e.g. forces, kcal/mol/Å).
       spectra: {name: [M, L] float32} dense spectra on the grids of `molspectra_jax.spectra`
         (pre-training), empty when the source has none.
+      store: the molecule-store folder (`data.molstore`) the arrays are memory-mapped
+        from, where caches of per-molecule counts live; "" for arrays in memory.
     """
 
     ids: np.ndarray
@@ -63,6 +65,7 @@ class MoleculeDataset:
     target_names: tuple[str, ...] = ()
     atom_targets: np.ndarray | None = None
     spectra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    store: str = ""
 
     def __post_init__(self):
         m = len(self.ids)
@@ -126,6 +129,7 @@ class MoleculeDataset:
     def save(self, path: str, **metadata: str) -> None:
         """Write to `path` (.npz) atomically: readers see the old file or the new one."""
         arrays = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del arrays["store"]
         arrays.update({f"spectrum_{k}": v for k, v in arrays.pop("spectra").items()})
         arrays["target_names"] = np.array(self.target_names, dtype=str)
         if self.atom_targets is None:

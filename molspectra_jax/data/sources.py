@@ -4,7 +4,8 @@ A data config names its molecules with `data.source` and, for pre-training stage
 its spectra with `data.spectra`; both are `name` or `name:argument`:
 
 - molecules: "qm9" (qm9pack), "md17" (the shipped ethanol frames) or "md17:<file.npz>",
-  "sdf:<file>", "xyz:<file>", "smiles:<file.smi>";
+  "sdf:<file>", "xyz:<file>", "smiles:<file.smi>", "molstore:<folder>" (a memory-mapped
+  store written by `experiments.convert_molecules`, e.g. PCQM4Mv2);
 - spectra (molecules + dense spectra): "embedded" (shipped with the package),
   "store:<folder>" (written by `experiments.generate_spectra`; a bare folder path means
   the same), "qm9s:<folder>" (the QM9S release converted by `experiments.convert_qm9s`).
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from molspectra_jax.data import md17, molfiles
+from molspectra_jax.data import md17, molfiles, molstore
 from molspectra_jax.data.qm9 import QM9_SPLIT_SIZES, TARGET_NAMES, TARGET_UNITS, load_qm9
 from molspectra_jax.data.records import (
     DataError,
@@ -103,26 +104,32 @@ def parse_targets(target: str, spec: str) -> tuple[str, ...]:
     return names
 
 
-def split(
-    dataset: MoleculeDataset, sizes: Sequence[int], seed: int, limits: dict[str, int]
-) -> dict[str, MoleculeDataset]:
-    """The one split rule: a seeded permutation cut into `sizes` (train, valid; the rest is
-    test), each part then cut to its prefix `limits[name]` (-1 = all).
+def split_rows(
+    n: int, sizes: Sequence[int], seed: int, limits: dict[str, int]
+) -> dict[str, np.ndarray]:
+    """The one split rule, as dataset rows: a seeded permutation of range(n) cut into
+    `sizes` (train, valid; the rest is test), each part then cut to its prefix
+    `limits[name]` (-1 = all).
 
     Cutting after the permutation keeps a small run's splits prefixes of the full ones:
     a 10k-molecule CPU run trains on part of the same train split and tests on part of
     the same test split a full run uses.
     """
-    parts = dict(zip(SPLITS, split_indices(len(dataset), sizes, seed), strict=False))
+    parts = dict(zip(SPLITS, split_indices(n, sizes, seed), strict=False))
     out = {}
     for name, limit in limits.items():
-        indices = parts[name] if limit < 0 else parts[name][:limit]
-        if len(indices) == 0:
-            raise DataError(
-                f"the {name} split is empty (n_{name}={limit}, {len(dataset)} molecules)"
-            )
-        out[name] = dataset.subset(indices)
+        out[name] = parts[name] if limit < 0 else parts[name][:limit]
+        if len(out[name]) == 0:
+            raise DataError(f"the {name} split is empty (n_{name}={limit}, {n} molecules)")
     return out
+
+
+def split(
+    dataset: MoleculeDataset, sizes: Sequence[int], seed: int, limits: dict[str, int]
+) -> dict[str, MoleculeDataset]:
+    """`split_rows` of `dataset`, each part copied out (`dataset.subset`)."""
+    rows = split_rows(len(dataset), sizes, seed, limits)
+    return {name: dataset.subset(r) for name, r in rows.items()}
 
 
 def read_split_file(path: str, n: int) -> dict[str, np.ndarray]:
@@ -161,13 +168,13 @@ def finetuning_splits(dataset: MoleculeDataset, config) -> dict[str, MoleculeDat
     return split(dataset, sizes, config.split_seed, limits)
 
 
-def pretraining_splits(dataset: MoleculeDataset, config) -> dict[str, MoleculeDataset]:
-    """All molecules but `n_valid` for training (cut to `n_train`), `n_valid` to validate."""
-    n = len(dataset)
+def pretraining_rows(n: int, config) -> dict[str, np.ndarray]:
+    """Rows of n molecules: all but `n_valid` for training (cut to `n_train`), `n_valid`
+    to validate. Rows, not copies: pre-training sets are read from memory-mapped stores."""
     if not 0 < config.n_valid < n:
         raise ValueError(f"n_valid={config.n_valid} must be between 1 and {n - 1} ({n} molecules)")
     limits = {"train": config.n_train, "valid": -1}
-    return split(dataset, (n - config.n_valid, config.n_valid), config.split_seed, limits)
+    return split_rows(n, (n - config.n_valid, config.n_valid), config.split_seed, limits)
 
 
 # --- molecule sources -------------------------------------------------------------------
@@ -225,6 +232,14 @@ register(
 )
 for _kind in FILE_READERS:  # heavy atoms only (PCQM4Mv2's SDF): RDKit places hydrogens
     register(Source(_kind, load=_load_file(_kind), split_sizes=_scaled_sizes, argument="required"))
+register(
+    Source(
+        "molstore",  # written once by experiments.convert_molecules (PCQM4Mv2), memory-mapped
+        load=lambda path, _: molstore.open_store(path),
+        split_sizes=_scaled_sizes,
+        argument="required",
+    )
+)
 
 
 # --- spectra sources: molecules with `spectra` filled -----------------------------------

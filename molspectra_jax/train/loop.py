@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from molspectra_jax import files
 from molspectra_jax.data.prefetch import Prefetcher
+from molspectra_jax.data.workers import ParallelBatches
 from molspectra_jax.train import sharding
 from molspectra_jax.train.checkpoint import Checkpointer, CheckpointError
 from molspectra_jax.train.metrics import MetricWriter
@@ -48,6 +49,7 @@ RESUMABLE = (
     "distributed.",
     "data.cache_dir",
     "data.prefetch",
+    "data.workers",  # batches are the same for any worker count
     "init_from",  # used on a fresh start only
 )
 _MISSING = "<absent>"
@@ -211,6 +213,7 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
     iterator = run.iterators["train"]
     ckpt = Checkpointer(workdir, train.max_to_keep)
     writer = feed = None
+    collated = iterator
     try:
         best, resumed_from, last_saved = np.inf, None, None
         if ckpt.latest_step() is not None:
@@ -226,10 +229,13 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 f.write(config.to_json_best_effort(indent=2))
 
-        # Batches assembled and sent to the devices while the step runs; `feed.state()`
-        # is the position of the batch last consumed, the one a checkpoint records.
+        # Batches assembled (by `data.workers` processes, or in the prefetch thread) and
+        # sent to the devices while the step runs; `feed.state()` is the position of the
+        # batch last consumed, the one a checkpoint records.
+        if config.data.workers:
+            collated = ParallelBatches(iterator, config.data.workers)
         feed = Prefetcher(
-            iterator,
+            collated,
             config.data.prefetch,
             transform=lambda batch: sharding.global_batch(batch, run.mesh),
         )
@@ -286,6 +292,8 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
     finally:
         if feed is not None:
             feed.close()
+        if collated is not iterator:
+            collated.close()
         if writer is not None:
             writer.close()
         ckpt.close()

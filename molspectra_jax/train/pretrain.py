@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from molspectra_jax.data import pipeline, sources
+from molspectra_jax.data.records import MoleculeDataset
 from molspectra_jax.models import build_encoder
 from molspectra_jax.models.pretrain_model import PretrainModel
 from molspectra_jax.models.specformer import SpecFormer, build_specformer
@@ -36,9 +37,9 @@ def uses_spectra(config) -> bool:
     return config.stage == 2 and (config.loss.b_mpr > 0 or config.loss.b_contrast > 0)
 
 
-def load_splits(config) -> tuple[str, dict]:
-    """(source name, {"train", "valid"}): stage 1 geometries of `data.source` (targets
-    dropped), stage 2 molecules with spectra of `data.spectra`."""
+def load_splits(config) -> tuple[str, MoleculeDataset, dict[str, np.ndarray]]:
+    """(source name, molecules, {"train", "valid"} rows of them): stage 1 geometries of
+    `data.source` (targets dropped), stage 2 molecules with spectra of `data.spectra`."""
     source, argument = sources.resolve(
         config.data.spectra if uses_spectra(config) else config.data.source
     )
@@ -50,25 +51,26 @@ def load_splits(config) -> tuple[str, dict]:
         )
     else:
         dataset = dataclasses.replace(dataset, spectra={})
-    return source.name, sources.pretraining_splits(dataset, config.data)
+    return source.name, dataset, sources.pretraining_rows(len(dataset), config.data)
 
 
 def setup(config, mesh) -> loop.Run:
     """Molecules (+ spectra), models, fresh state and step for `config`: a `Run`."""
     print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
-    label, splits = load_splits(config)
+    label, dataset, rows = load_splits(config)
     iterators = pipeline.make_iterators(
-        splits,
+        {name: dataset for name in rows},
         config.data,
         config.model.cutoff,
         sharding.shard_count(config.data.n_shards),
         label=label,
+        rows=rows,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
     print(
-        f"pre-training stage {config.stage}: {len(splits['train'])} train / "
-        f"{len(splits['valid'])} valid molecules{' with spectra' if uses_spectra(config) else ''}"
+        f"pre-training stage {config.stage}: {len(rows['train'])} train / "
+        f"{len(rows['valid'])} valid molecules{' with spectra' if uses_spectra(config) else ''}"
         f"; budget {iterators['train'].budget}"
     )
     model = PretrainModel(build_encoder(config.model), activation=config.model.activation)

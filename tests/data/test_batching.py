@@ -12,7 +12,9 @@ from molspectra_jax.data.batching import (
     BatchIterator,
     Budget,
     candidate_edges,
+    candidate_pairs,
     collate,
+    count_candidate_edges,
     make_budget,
     pack_shard,
     padding_fraction,
@@ -38,17 +40,34 @@ def pair_set(positions, radius):
     }
 
 
-def molecule_edges(edges, m):
-    s, e = edges.offsets[m], edges.offsets[m + 1]
-    return set(zip(edges.senders[s:e].tolist(), edges.receivers[s:e].tolist(), strict=True))
+def molecule_edges(dataset, radius, m):
+    """Candidate pairs of molecule m (molecule-local indices), as collate finds them."""
+    _, pos = dataset.molecule(m)
+    senders, receivers, _ = candidate_pairs(pos, [len(pos)], radius)
+    return set(zip(senders.tolist(), receivers.tolist(), strict=True))
 
 
-def test_candidate_edges_match_brute_force(qm9_sample, edges):
+def test_candidate_pairs_match_brute_force_in_row_major_order(qm9_sample, edges):
     assert edges.radius == CUTOFF + SKIN
-    assert edges.offsets[-1] == len(edges.senders) == len(edges.receivers)
-    for m in range(0, len(qm9_sample), 7):
-        _, pos = qm9_sample.molecule(m)
-        assert molecule_edges(edges, m) == pair_set(pos.astype(np.float64), CUTOFF + SKIN)
+    rows = np.arange(0, len(qm9_sample), 7)
+    part = qm9_sample.subset(rows)
+    senders, receivers, counts = candidate_pairs(part.positions, part.n_atoms, CUTOFF + SKIN)
+    np.testing.assert_array_equal(counts, edges.n_edges[rows])
+    owner = np.repeat(np.arange(len(rows)), counts)
+    for m in range(len(rows)):
+        _, pos = part.molecule(m)
+        first = part.offsets[m]
+        s, r = senders[owner == m] - first, receivers[owner == m] - first
+        brute = pair_set(pos.astype(np.float64), CUTOFF + SKIN)
+        assert set(zip(s.tolist(), r.tolist(), strict=True)) == brute
+        key = s * 1000 + r  # the order np.nonzero of the [n, n] distance mask gives
+        assert np.all(np.diff(key) > 0)
+
+
+def test_edge_counts_do_not_depend_on_the_chunking(qm9_sample, edges):
+    for chunk_pairs in (1, 5000):
+        counts = count_candidate_edges(qm9_sample, CUTOFF + SKIN, chunk_pairs=chunk_pairs)
+        np.testing.assert_array_equal(counts, edges.n_edges)
 
 
 def test_skin_keeps_every_pair_within_cutoff_after_noise(qm9_sample, edges):
@@ -60,8 +79,8 @@ def test_skin_keeps_every_pair_within_cutoff_after_noise(qm9_sample, edges):
         _, pos = qm9_sample.molecule(m)
         noisy = pos + rng.normal(scale=0.04, size=pos.shape)
         needed = pair_set(noisy, CUTOFF)
-        assert needed <= molecule_edges(edges, m), f"molecule {m} lost a pair"
-        missed_without_skin += len(needed - molecule_edges(tight, m))
+        assert needed <= molecule_edges(qm9_sample, edges.radius, m), f"molecule {m} lost a pair"
+        missed_without_skin += len(needed - molecule_edges(qm9_sample, tight.radius, m))
     assert missed_without_skin > 0  # the reason for the skin: without it pairs are lost
 
 
@@ -142,7 +161,7 @@ def check_batch(batch, dataset, edges, budget):
                     strict=True,
                 )
             )
-            assert local == molecule_edges(edges, m)
+            assert local == molecule_edges(dataset, edges.radius, m)
 
 
 def test_train_batches_respect_budgets_and_conventions(qm9_sample, edges):
@@ -308,3 +327,37 @@ def test_make_iterators_with_a_train_split_only(qm9_sample):
     train = iterators["train"]
     batch = next(train)
     check_batch(batch, qm9_sample, train.edges, train.budget)
+
+
+def test_rows_iterate_as_the_subset_would(qm9_sample, edges):
+    """A split given as rows (a memory-mapped store is never copied) batches exactly as
+    the copied-out subset: same atoms, edges, order and molecule_index."""
+    rows = np.random.default_rng(1).permutation(len(qm9_sample))[:150]
+    subset = qm9_sample.subset(rows)
+    budget = make_budget(qm9_sample, edges, batch_size=16, n_shards=2, rows=rows)
+    assert budget == make_budget(subset, candidate_edges(subset, CUTOFF + SKIN), 16, 2)
+    for shuffle in (True, False):
+        by_rows = BatchIterator(qm9_sample, edges, budget, rows=rows, seed=2, shuffle=shuffle)
+        copied_edges = candidate_edges(subset, CUTOFF + SKIN)
+        copied = BatchIterator(subset, copied_edges, budget, seed=2, shuffle=shuffle)
+        assert len(by_rows) == len(copied) == 150
+        for _ in range(12):  # crosses an epoch boundary when shuffled
+            if not shuffle and by_rows.cursor >= 150:
+                break
+            assert_same_batch(next(by_rows), next(copied))
+
+
+def test_validate_names_the_first_bad_molecule(qm9_sample):
+    pipeline.validate(qm9_sample, "qm9", (1, 6, 7, 8, 9), None)
+    z = qm9_sample.atomic_numbers.copy()
+    z[qm9_sample.offsets[40] + 2] = 3  # lithium
+    positions = qm9_sample.positions.copy()
+    positions[qm9_sample.offsets[70]] = np.nan
+    bad = dataclasses.replace(qm9_sample, atomic_numbers=z, positions=positions)
+    with pytest.raises(Exception, match=rf"qm9, record {bad.ids[40]}: unsupported element\(s\) Li"):
+        pipeline.validate(bad, "qm9", (1, 6, 7, 8, 9), None)
+    bad = dataclasses.replace(qm9_sample, positions=positions)
+    with pytest.raises(Exception, match=rf"qm9, record {bad.ids[70]}: non-finite coordinates"):
+        pipeline.validate(bad, "qm9", (1, 6, 7, 8, 9), None)
+    with pytest.raises(Exception, match="exceeds the budget of 5"):
+        pipeline.validate(qm9_sample, "qm9", (1, 6, 7, 8, 9), 5)

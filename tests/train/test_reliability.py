@@ -128,9 +128,12 @@ def test_bad_settings_fail_with_a_message_naming_them(tmp_path, section, field, 
         finetune.train_and_evaluate(config, str(tmp_path / "run"))
 
 
-def test_interrupted_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):
-    """With batches prefetched ahead, the checkpointed position is still the consumed one."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_interrupted_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, workers):
+    """With batches prefetched ahead (by worker processes or not), the checkpointed
+    position is still the consumed one."""
     config = _config(num_steps=6, checkpoint_every=3, eval_every=3)
+    config.data.workers = workers
     workdir = tmp_path / "run"
     finetune.train_and_evaluate(config, str(workdir))
     latest = workdir / "checkpoints" / "latest"

@@ -77,34 +77,49 @@ def candidate_pairs(
     Returns:
       senders, receivers: [P] int64 indices into `positions`; counts: [g] pairs per molecule.
     """
+    within, first = _pair_mask(positions, n_atoms, radius)
+    n = within.shape[-1]
+    pair = np.flatnonzero(within)  # row-major: molecule, then sender, then receiver
+    g, ij = np.divmod(pair, n * n)
+    i, j = np.divmod(ij, n)
+    return first[g] + i, first[g] + j, within.sum(axis=(1, 2))
+
+
+def _pair_mask(positions, n_atoms, radius) -> tuple[np.ndarray, np.ndarray]:
+    """([g, n, n] bool, pair (i, j) of molecule m within `radius`, i != j; [g] first atom).
+
+    Molecules are padded to the largest, n atoms, one coordinate at a time, so the
+    distances are a few contiguous array operations (no per-molecule loop)."""
     n_atoms = np.asarray(n_atoms, np.int64)
-    squares = n_atoms * n_atoms
-    owner = np.repeat(np.arange(len(n_atoms)), squares)  # [all pairs] molecule of each
-    local = np.arange(int(squares.sum()), dtype=np.int64) - (np.cumsum(squares) - squares)[owner]
-    width, first = n_atoms[owner], (np.cumsum(n_atoms) - n_atoms)[owner]
-    i, j = first + local // width, first + local % width
-    diff = positions[i] - positions[j]
-    # sqrt(sum of squares) in float32, as np.linalg.norm: a pair on the radius is kept or
-    # dropped exactly as the on-device distance would say.
-    keep = (np.sqrt(np.add.reduce(diff * diff, axis=-1)) < radius) & (i != j)
-    return i[keep], j[keep], np.bincount(owner[keep], minlength=len(n_atoms))
+    g, n = len(n_atoms), int(n_atoms.max(initial=0))
+    first = np.cumsum(n_atoms) - n_atoms
+    slot = np.arange(len(positions)) + np.repeat(np.arange(g) * n - first, n_atoms)
+    padded = np.zeros((3, g * n), np.float32)
+    padded[:, slot] = np.asarray(positions, np.float32).T
+    real = np.zeros(g * n, bool)
+    real[slot] = True
+    padded, real = padded.reshape(3, g, n), real.reshape(g, n)
+    # (dx^2 + dy^2) + dz^2, then sqrt, in float32: np.linalg.norm's arithmetic, so a pair
+    # on the radius is kept or dropped exactly as the on-device distance would say.
+    squared = np.zeros((g, n, n), np.float32)
+    for coordinate in padded:
+        delta = coordinate[:, :, None] - coordinate[:, None, :]
+        squared += delta * delta
+    within = np.sqrt(squared) < radius
+    within &= real[:, :, None] & real[:, None, :]
+    within[:, np.arange(n), np.arange(n)] = False
+    return within, first
 
 
-def count_candidate_edges(
-    dataset: MoleculeDataset, radius: float, chunk_pairs: int = 20_000_000
-) -> np.ndarray:
-    """[M] int32 candidate edges per molecule (`candidate_pairs` counts), computed in
-    chunks of about `chunk_pairs` atom pairs so memory stays bounded."""
-    n_atoms = dataset.n_atoms
-    pairs_before = np.concatenate([[0], np.cumsum(n_atoms.astype(np.int64) ** 2)])  # [M + 1]
+def count_candidate_edges(dataset: MoleculeDataset, radius: float, chunk: int = 512) -> np.ndarray:
+    """[M] int32 candidate edges per molecule (`candidate_pairs` counts), `chunk`
+    molecules at a time so memory stays bounded."""
     counts = np.zeros(len(dataset), np.int32)
-    start = 0
-    while start < len(dataset):
-        stop = np.searchsorted(pairs_before, pairs_before[start] + chunk_pairs, side="right") - 1
-        stop = min(max(int(stop), start + 1), len(dataset))
+    for start in range(0, len(dataset), chunk):
+        stop = min(start + chunk, len(dataset))
         atoms = dataset.positions[dataset.offsets[start] : dataset.offsets[stop]]
-        counts[start:stop] = candidate_pairs(np.asarray(atoms), n_atoms[start:stop], radius)[2]
-        start = stop
+        within, _ = _pair_mask(atoms, dataset.n_atoms[start:stop], radius)
+        counts[start:stop] = within.sum(axis=(1, 2))
     return counts
 
 

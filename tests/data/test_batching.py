@@ -65,8 +65,8 @@ def test_candidate_pairs_match_brute_force_in_row_major_order(qm9_sample, edges)
 
 
 def test_edge_counts_do_not_depend_on_the_chunking(qm9_sample, edges):
-    for chunk_pairs in (1, 5000):
-        counts = count_candidate_edges(qm9_sample, CUTOFF + SKIN, chunk_pairs=chunk_pairs)
+    for chunk in (1, 7, 5000):
+        counts = count_candidate_edges(qm9_sample, CUTOFF + SKIN, chunk=chunk)
         np.testing.assert_array_equal(counts, edges.n_edges)
 
 

@@ -77,38 +77,39 @@ def candidate_pairs(
     Returns:
       senders, receivers: [P] int64 indices into `positions`; counts: [g] pairs per molecule.
     """
-    within, first = _pair_mask(positions, n_atoms, radius)
+    within, first = _pair_mask(positions, n_atoms, radius)  # [g, n, n]
+    per_sender = within.sum(axis=2)  # [g, n]
     n = within.shape[-1]
-    pair = np.flatnonzero(within)  # row-major: molecule, then sender, then receiver
-    g, ij = np.divmod(pair, n * n)
-    i, j = np.divmod(ij, n)
-    return first[g] + i, first[g] + j, within.sum(axis=(1, 2))
+    senders = np.repeat((first[:, None] + np.arange(n)).ravel(), per_sender.ravel())
+    counts = per_sender.sum(axis=1)
+    # The True entries in row-major order: molecule, then sender, then receiver.
+    receivers = np.repeat(first, counts) + np.broadcast_to(np.arange(n), within.shape)[within]
+    return senders, receivers, counts
 
 
 def _pair_mask(positions, n_atoms, radius) -> tuple[np.ndarray, np.ndarray]:
     """([g, n, n] bool, pair (i, j) of molecule m within `radius`, i != j; [g] first atom).
 
     Molecules are padded to the largest, n atoms, one coordinate at a time, so the
-    distances are a few contiguous array operations (no per-molecule loop)."""
+    distances are a few contiguous array operations (no per-molecule loop). Padding
+    slots sit 1e6 Å apart, so no pair with one is ever within the radius.
+    """
     n_atoms = np.asarray(n_atoms, np.int64)
     g, n = len(n_atoms), int(n_atoms.max(initial=0))
     first = np.cumsum(n_atoms) - n_atoms
     slot = np.arange(len(positions)) + np.repeat(np.arange(g) * n - first, n_atoms)
-    padded = np.zeros((3, g * n), np.float32)
+    padded = np.broadcast_to(np.arange(1, g * n + 1, dtype=np.float32) * 1e6, (3, g * n)).copy()
     padded[:, slot] = np.asarray(positions, np.float32).T
-    real = np.zeros(g * n, bool)
-    real[slot] = True
-    padded, real = padded.reshape(3, g, n), real.reshape(g, n)
+    padded = padded.reshape(3, g, n)
     # (dx^2 + dy^2) + dz^2, then sqrt, in float32: np.linalg.norm's arithmetic, so a pair
     # on the radius is kept or dropped exactly as the on-device distance would say.
-    squared = np.zeros((g, n, n), np.float32)
+    squared, delta = np.zeros((g, n, n), np.float32), np.empty((g, n, n), np.float32)
     for coordinate in padded:
-        delta = coordinate[:, :, None] - coordinate[:, None, :]
-        squared += delta * delta
-    within = np.sqrt(squared) < radius
-    within &= real[:, :, None] & real[:, None, :]
-    within[:, np.arange(n), np.arange(n)] = False
-    return within, first
+        np.subtract(coordinate[:, :, None], coordinate[:, None, :], out=delta)
+        np.multiply(delta, delta, out=delta)
+        squared += delta
+    squared.reshape(g, n * n)[:, :: n + 1] = np.inf  # i == j
+    return np.sqrt(squared, out=squared) < radius, first
 
 
 def count_candidate_edges(dataset: MoleculeDataset, radius: float, chunk: int = 512) -> np.ndarray:
@@ -165,21 +166,20 @@ def make_budget(
 def pack_shard(
     order: np.ndarray, start: int, n_atoms: np.ndarray, n_edges: np.ndarray, budget: Budget
 ) -> int:
-    """End index `stop` such that molecules order[start:stop] fill one shard greedily."""
-    atoms = edges = 0
-    stop = start
-    while stop < len(order) and stop - start < budget.graphs - 1:
-        m = order[stop]
-        if atoms + n_atoms[m] > budget.atoms - 1 or edges + n_edges[m] > budget.edges:
-            break
-        atoms, edges = atoms + n_atoms[m], edges + n_edges[m]
-        stop += 1
-    if stop == start and start < len(order):
+    """End index `stop` such that molecules order[start:stop] fill one shard greedily:
+    the first molecule that would overflow the graph, atom or edge budget closes it."""
+    window = order[start : start + budget.graphs - 1]
+    atoms, edges = np.cumsum(n_atoms[window]), np.cumsum(n_edges[window])
+    fit = min(
+        np.searchsorted(atoms, budget.atoms - 1, side="right"),
+        np.searchsorted(edges, budget.edges, side="right"),
+    )
+    if fit == 0 and start < len(order):
         raise ValueError(
             f"molecule {order[start]} ({n_atoms[order[start]]} atoms, "
             f"{n_edges[order[start]]} edges) does not fit the budget {budget}"
         )
-    return stop
+    return start + int(fit)
 
 
 def collate(

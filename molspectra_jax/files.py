@@ -63,18 +63,18 @@ class FolderInUse(RuntimeError):
 
 
 @contextlib.contextmanager
-def exclusive_folder(folder: str, lock_name: str = ".lock") -> Iterator[None]:
+def exclusive_folder(folder: str, lock_name: str = ".lock", wait: bool = False) -> Iterator[None]:
     """Hold an exclusive lock on `<folder>/<lock_name>` for the block.
 
     A second holder fails at once with `FolderInUse`, naming the first (pid, host,
-    start time). The kernel drops the lock when its process dies, so a lock left by a
-    killed process never blocks the next one.
+    start time), or with `wait` blocks until the first is done. The kernel drops the
+    lock when its process dies, so a lock left by a killed process never blocks the next.
     """
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, lock_name)
     with open(path, "a+") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "unknown"
@@ -99,6 +99,21 @@ def remove_stale_temporaries(folder: str) -> list[str]:
     for path in stale:
         os.unlink(path)
     return stale
+
+
+@contextlib.contextmanager
+def new_npy_memmaps(arrays: Mapping[str, tuple[tuple[int, ...], Any]]) -> Iterator[dict]:
+    """{path: writable `.npy` memmap of (shape, dtype)}, each under an `atomic_path`:
+    flushed and renamed into place when the block succeeds, removed when it fails."""
+    with contextlib.ExitStack() as stack:
+        maps = {}
+        for path, (shape, dtype) in arrays.items():
+            tmp = stack.enter_context(atomic_path(path))
+            maps[path] = np.lib.format.open_memmap(tmp, "w+", dtype, shape)
+        yield maps
+        for array in maps.values():
+            array.flush()
+        maps.clear()
 
 
 @contextlib.contextmanager

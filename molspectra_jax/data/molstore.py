@@ -21,7 +21,6 @@ arrays above one at a time (memory: one part).
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -232,17 +231,19 @@ def _assemble(root: str, identity: dict, edge_radii: Sequence[float], progress: 
     expected = [os.path.basename(_part_path(root, k)) for k in range(len(parts))]
     if parts != expected:
         raise DataError(f"{root}/parts: chunks {sorted(set(expected) - set(parts))[:5]} missing")
-    paths = [os.path.join(root, "parts", p) for p in parts]
-    n_atoms = [np.load(p)["n_atoms"] for p in paths]
+    part_paths = [os.path.join(root, "parts", p) for p in parts]
+    n_atoms = [np.load(p)["n_atoms"] for p in part_paths]
     m, a = sum(len(n) for n in n_atoms), int(sum(n.sum() for n in n_atoms))
     if m == 0:
         raise DataError(f"{identity.get('source', root)}: no usable molecules")
     shapes = {"ids": ((m,), np.int64), "atomic_numbers": ((a,), np.uint8)}
     shapes["positions"] = ((a, 3), np.float32)
     skipped = []
-    with _new_arrays(root, shapes) as out:
+    outputs = {name: os.path.join(root, f"{name}.npy") for name in shapes}
+    with files.new_npy_memmaps({outputs[k]: v for k, v in shapes.items()}) as maps:
+        out = {name: maps[path] for name, path in outputs.items()}
         mol = atom = 0
-        for path in tqdm(paths, desc="assembling", unit="part", disable=not progress):
+        for path in tqdm(part_paths, desc="assembling", unit="part", disable=not progress):
             with np.load(path) as part:
                 dm, da = len(part["ids"]), len(part["atomic_numbers"])
                 out["ids"][mol : mol + dm] = part["ids"]
@@ -261,21 +262,6 @@ def _assemble(root: str, identity: dict, edge_radii: Sequence[float], progress: 
         files.write_npy(_edge_count_path(root, radius), count_candidate_edges(molecules, radius))
     info = {"format": FORMAT, "molecules": m, "atoms": a, "skipped": len(skipped)}
     files.write_json(os.path.join(root, "store.json"), {**info, "conversion": identity})
-
-
-@contextlib.contextmanager
-def _new_arrays(root: str, shapes: dict) -> Iterator[dict]:
-    """{name: writable `<root>/<name>.npy` memmap}, each under an atomic path: flushed and
-    renamed into place when the block succeeds, removed when it fails."""
-    with contextlib.ExitStack() as stack:
-        arrays = {}
-        for name, (shape, dtype) in shapes.items():
-            tmp = stack.enter_context(files.atomic_path(os.path.join(root, f"{name}.npy")))
-            arrays[name] = np.lib.format.open_memmap(tmp, "w+", dtype, shape)
-        yield arrays
-        for array in arrays.values():
-            array.flush()
-        arrays.clear()
 
 
 # --- SDF files (PCQM4Mv2's release layout) -----------------------------------------------

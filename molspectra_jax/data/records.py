@@ -39,6 +39,40 @@ class MoleculeRecord:
     number: int = 0
 
 
+class MappedRows:
+    """Rows `rows` (default: all) of a `.npy` file [M, ...], memory-mapped: indexing reads
+    only the rows asked for, and pickling sends the path, so a worker process maps the
+    file again instead of receiving gigabytes (QM9S's dense spectra: ~4 GB).
+    """
+
+    def __init__(self, path: str, rows: np.ndarray | None = None):
+        self.path = path
+        self.rows = None if rows is None else np.asarray(rows, np.int64)
+        self._array = np.load(path, mmap_mode="r")
+
+    def __len__(self) -> int:
+        return len(self._array) if self.rows is None else len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self._array.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._array.dtype
+
+    def __getitem__(self, index) -> np.ndarray:
+        rows, rest = (index[0], index[1:]) if isinstance(index, tuple) else (index, ())
+        rows = rows if self.rows is None else self.rows[rows]
+        return np.asarray(self._array[(rows, *rest)])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.asarray(self[:], dtype)
+
+    def __reduce__(self):
+        return MappedRows, (self.path, self.rows)
+
+
 @dataclasses.dataclass(frozen=True)
 class MoleculeDataset:
     """M molecules in flat arrays.
@@ -52,7 +86,7 @@ class MoleculeDataset:
       target_names: names of the T target columns.
       atom_targets: optional [A, K] per-atom targets (e.g. forces, kcal/mol/Å).
       spectra: {name: [M, L] float32} dense spectra on the grids of `molspectra_jax.spectra`
-        (pre-training), empty when the source has none.
+        (pre-training), arrays or `MappedRows`; empty when the source has none.
       store: the molecule-store folder (`data.molstore`) the arrays are memory-mapped
         from, where caches of per-molecule counts live; "" for arrays in memory.
     """
@@ -64,7 +98,7 @@ class MoleculeDataset:
     targets: np.ndarray
     target_names: tuple[str, ...] = ()
     atom_targets: np.ndarray | None = None
-    spectra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    spectra: dict[str, np.ndarray | MappedRows] = dataclasses.field(default_factory=dict)
     store: str = ""
 
     def __post_init__(self):

@@ -23,9 +23,16 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from molspectra_jax.data import md17, molfiles, molstore
-from molspectra_jax.data.qm9 import QM9_SPLIT_SIZES, TARGET_NAMES, TARGET_UNITS, load_qm9
+from molspectra_jax.data.qm9 import (
+    QM9_SPLIT_SIZES,
+    TARGET_NAMES,
+    TARGET_UNITS,
+    default_cache_dir,
+    load_qm9,
+)
 from molspectra_jax.data.records import (
     DataError,
+    MappedRows,
     MoleculeDataset,
     different_atoms,
     from_records,
@@ -255,13 +262,17 @@ def _load_spectra_store(folder: str, config) -> MoleculeDataset:
     """
     from molspectra_jax.spectroscopy import identity
     from molspectra_jax.spectroscopy.embedded import (
-        broaden_batch,
+        dense_spectra,
         embedded_spectra_dir,
         load_spectra,
     )
 
-    where = folder or "the shipped spectra"
-    sticks = load_spectra(folder or embedded_spectra_dir())
+    where, root = folder or "the shipped spectra", folder or embedded_spectra_dir()
+    sticks = load_spectra(root)
+
+    def dense():  # broadened once per store into the cache, memory-mapped after
+        return dense_spectra(root, sticks, config.cache_dir or default_cache_dir())
+
     if config.geometry == "spectra":
         return MoleculeDataset(
             ids=sticks.ids,
@@ -269,11 +280,11 @@ def _load_spectra_store(folder: str, config) -> MoleculeDataset:
             positions=sticks.positions.astype(np.float32),
             offsets=sticks.atom_offsets,
             targets=np.zeros((len(sticks), 0)),
-            spectra=broaden_batch(sticks),
+            spectra=dense(),
         )
     if config.geometry != "qm9":
         raise ValueError(f"unknown geometry {config.geometry!r}; use 'qm9' or 'spectra'")
-    source = identity.read(folder or embedded_spectra_dir())["source"]
+    source = identity.read(root)["source"]
     if source.get("kind") not in (None, "qm9"):
         raise DataError(
             f"{where}: its molecules come from {source['label']}, so its ids are not QM9 "
@@ -301,8 +312,8 @@ def _load_spectra_store(folder: str, config) -> MoleculeDataset:
             ),
             "the store was not made from QM9: use its own geometries (geometry='spectra')",
         )
-    # Broadened last (the costly part, ~6 ms a molecule), once the join is known good.
-    return dataclasses.replace(molecules, spectra=broaden_batch(sticks))
+    # Broadened last (the costly part, the first time), once the join is known good.
+    return dataclasses.replace(molecules, spectra=dense())
 
 
 def _load_qm9s(folder: str, config) -> MoleculeDataset:
@@ -312,7 +323,8 @@ def _load_qm9s(folder: str, config) -> MoleculeDataset:
     qm9 = load_qm9(config.cache_dir or None).select_targets(())
     rows, spectra_rows = join_with_qm9(spectra, qm9, where=f"qm9s:{folder}")
     print(f"qm9s:{folder}: {len(rows)} of {len(spectra.ids)} QM9S molecules joined with QM9")
-    dense = {k: np.asarray(getattr(spectra, k)[spectra_rows], np.float32) for k in KINDS}
+    # The converted arrays stay on disk: each batch reads its own rows (QM9S: ~4 GB).
+    dense = {k: MappedRows(os.path.join(folder, f"{k}.npy"), spectra_rows) for k in KINDS}
     return dataclasses.replace(qm9.subset(rows), spectra=dense)
 
 

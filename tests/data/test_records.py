@@ -195,3 +195,23 @@ def test_pcqm4mv2_style_sdf_geometries_get_hydrogens(tmp_path):
     dataset = sources.load(config.source, config)
     assert len(dataset) == 2
     assert list(dataset.n_atoms) == [19, 20]  # C8H9NO and C5H10O5 with explicit H
+
+
+def test_mapped_rows_read_only_their_rows_and_pickle_as_a_path(tmp_path):
+    import pickle
+
+    from molspectra_jax.data.records import MappedRows
+
+    values = np.arange(40, dtype=np.float32).reshape(10, 4)
+    path = str(tmp_path / "x.npy")
+    np.save(path, values)
+    rows = np.array([7, 2, 9])
+    mapped = MappedRows(path, rows)
+    assert mapped.shape == (3, 4) and len(mapped) == 3 and mapped.dtype == np.float32
+    np.testing.assert_array_equal(mapped[np.array([2, 0])], values[[9, 7]])
+    np.testing.assert_array_equal(np.asarray(mapped), values[rows])
+    np.testing.assert_array_equal(MappedRows(path)[3:5], values[3:5])
+    np.testing.assert_array_equal(mapped[:, 1], values[rows, 1])
+    copy = pickle.loads(pickle.dumps(mapped))
+    assert copy.path == path and len(pickle.dumps(mapped)) < 1000
+    np.testing.assert_array_equal(copy[np.arange(3)], values[rows])

@@ -1,11 +1,17 @@
-"""The spectra shipped in the package: loadable, consistent, reproducible."""
+"""The spectra shipped in the package: loadable, consistent, reproducible; the dense
+cache broadened once and memory-mapped."""
 
+import dataclasses
+import glob
 import json
+import os
+import pickle
 
 import numpy as np
 import pytest
 
 from molspectra_jax.data import sources
+from molspectra_jax.spectra import SPECTRA
 from molspectra_jax.spectroscopy import components, embedded, store
 
 
@@ -88,3 +94,25 @@ def test_reconsolidated_shipped_shard_is_byte_identical(component, tmp_path):
     order = shard["ids"].tolist() + shard["failed_ids"].tolist()
     copy.consolidate(component, 0, order, json.loads(str(shard["metadata"])))
     assert open(copy.shard_path(component, 0), "rb").read() == original
+
+
+def test_dense_spectra_are_broadened_once_then_memory_mapped(shipped, tmp_path):
+    uv = {"uv": SPECTRA["uv"]}  # one type keeps the test short; each is broadened alike
+    root = embedded.embedded_spectra_dir()
+    dense = embedded.dense_spectra(root, shipped, str(tmp_path), uv, chunk=1000, progress=False)
+    assert dense["uv"].shape == (len(shipped), SPECTRA["uv"].grid.length)
+    rows = np.array([0, 17, len(shipped) - 1, 5])
+    want = embedded.broaden_batch(shipped, rows, uv)["uv"]
+    np.testing.assert_array_equal(dense["uv"][rows], want)
+    (path,) = glob.glob(str(tmp_path / "dense_spectra" / "*" / "uv.npy"))
+    written = os.stat(path).st_mtime_ns
+    again = embedded.dense_spectra(root, shipped, str(tmp_path), uv, progress=False)
+    assert again["uv"].path == path and os.stat(path).st_mtime_ns == written  # reused
+    peaks = dataclasses.replace(SPECTRA["uv"].peaks, fwhm=SPECTRA["uv"].peaks.fwhm / 2)
+    narrower = {"uv": dataclasses.replace(SPECTRA["uv"], peaks=peaks)}
+    other = embedded.dense_spectra(root, shipped, str(tmp_path), narrower, progress=False)
+    assert other["uv"].path != path  # another table, another cache
+    # A worker process receives the path, not the array.
+    sent = pickle.dumps(dense["uv"])
+    assert len(sent) < 2000
+    np.testing.assert_array_equal(pickle.loads(sent)[rows], dense["uv"][rows])

@@ -4,7 +4,8 @@
 # tensorboardX or qm9pack). Carried alongside the repo:
 #   .whl/  wheels of e3nn-jax, ml-collections, tensorboardX (pip download --no-deps)
 #   .gpu/  qm9_v1.npz, the converted QM9 cache (so qm9pack is not needed there)
-# Writes bench_gpu.json and comparison.json into $OUT (default: ./gpu_results).
+# Writes bench_gpu.json, pipeline_gpu.json and comparison.json into $OUT (default:
+# ./gpu_results).
 set -uo pipefail
 OUT=${OUT:-gpu_results}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -18,5 +19,9 @@ STAGE1=${STAGE1:-4000} STAGE2=${STAGE2:-2000} FINETUNE=${FINETUNE:-2000}
 python3 -m benchmarks.pretraining_benefit --workdir /tmp/compare --summary "$OUT/comparison.json" \
   --stage1_steps "$STAGE1" --stage2_steps "$STAGE2" --finetune_steps "$FINETUNE" 2>&1 \
   | grep -v -E "^[IW][0-9]{4} " | tr '\r' '\n' | grep -v -E "^(pre-train|fine-tune)" | tail -60
+# Input pipeline: worker counts on a many-core host, and the 3.4M-molecule start.
+python3 -m benchmarks.input_pipeline --workers 0,2,4,8 --batches 300 \
+  --synthetic_dir /tmp/synthetic --out "$OUT/pipeline_gpu.json" 2>&1 \
+  | grep -v -E "^[IW][0-9]{4} " | tail -3
 python3 -m benchmarks.train_step --configs small,paper --steps 30 --batch_size 128 \
   --out "$OUT/bench_gpu.json" 2>&1 | grep -v -E "^[IW][0-9]{4} " | tail -30

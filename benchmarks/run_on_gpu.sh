@@ -24,4 +24,5 @@ python3 -m benchmarks.input_pipeline --workers 0,2,4,8 --batches 300 \
   --synthetic_dir /tmp/synthetic --out "$OUT/pipeline_gpu.json" 2>&1 \
   | grep -v -E "^[IW][0-9]{4} " | tail -3
 python3 -m benchmarks.train_step --configs small,paper --steps 30 --batch_size 128 \
+  --dtypes float32,bfloat16 \
   --out "$OUT/bench_gpu.json" 2>&1 | grep -v -E "^[IW][0-9]{4} " | tail -30

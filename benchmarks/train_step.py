@@ -2,6 +2,7 @@
 
   python -m benchmarks.train_step --configs small,paper --steps 20 --out bench.json
   python -m benchmarks.train_step --step pretrain     # denoise + MPR + contrast step
+  python -m benchmarks.train_step --dtypes float32,bfloat16  # bf16 dense layers
   XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m benchmarks.train_step ...
 
 `small` is configs/finetune_qm9.py:cpu, `paper` the paper-sized encoder (256 hidden,
@@ -10,7 +11,9 @@ step-only (`molecules_per_s`, batches built and transferred before the clock sta
 end to end (`loop_molecules_per_s`, batches assembled and transferred by the training
 loop's prefetch thread while the steps run). `flops_per_step` is XLA's count for the
 compiled step, `achieved_flops_per_s` that over the step-only time (divide by the
-device's peak for the model FLOP utilization). Report ratios from one run on one machine.
+device's peak for the model FLOP utilization). Each run also reports its losses over
+the timed steps (same seed and batches for every `--dtypes` value: bf16's effect on a
+short run). Report ratios from one run on one machine.
 """
 
 import json
@@ -31,13 +34,15 @@ _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps after the compiling one.
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Override the config's batch size (0 = keep).")
 _OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
 _STEP = flags.DEFINE_enum("step", "finetune", ["finetune", "pretrain"], "Which train step.")
+_DTYPES = flags.DEFINE_list("dtypes", ["float32"], "model.dtype values: float32, bfloat16.")
 
 
-def build_run(step: str, name: str, batch_size: int, steps: int):
+def build_run(step: str, name: str, batch_size: int, steps: int, dtype: str = "float32"):
     """(config, Run) of the fine-tuning or the stage-2 pre-training step, built by `setup`."""
     task = pretrain if step == "pretrain" else finetune
     base = pretrain_qm9s if step == "pretrain" else finetune_qm9
     config = base.get_config("cpu" if name == "small" else None)
+    config.model.dtype = dtype
     if batch_size:
         config.data.batch_size = batch_size
     if step == "finetune":
@@ -55,8 +60,8 @@ def step_flops(step_fn, state, batch) -> float | None:
     return None if flops is None else float(flops)
 
 
-def measure(name: str, steps: int, batch_size: int) -> dict:
-    config, run = build_run(_STEP.value, name, batch_size, steps)
+def measure(name: str, steps: int, batch_size: int, dtype: str) -> dict:
+    config, run = build_run(_STEP.value, name, batch_size, steps, dtype)
     mesh, step_fn = run.mesh, run.step_fn
     state = sharding.replicate(run.state, mesh)
     host = [next(run.iterators["train"]) for _ in range(steps + 1)]
@@ -67,11 +72,14 @@ def measure(name: str, steps: int, batch_size: int) -> dict:
     state, metrics = step_fn(state, batches[0])
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - t0
+    losses = [metrics["loss"]]  # the same seed and batches for every dtype
     t0 = time.perf_counter()
     for batch in batches[1:]:
         state, metrics = step_fn(state, batch)
+        losses.append(metrics["loss"])
     jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - t0) / steps
+    losses = [float(x) for x in jax.device_get(losses)]
 
     # End to end, as `loop.fit` runs: batches assembled and transferred by the prefetch
     # thread while the step runs.
@@ -95,6 +103,7 @@ def measure(name: str, steps: int, batch_size: int) -> dict:
     }
     return {
         "config": name,
+        "dtype": dtype,
         "hidden": config.model.hidden,
         "layers": config.model.num_layers,
         "batch_size": config.data.batch_size,
@@ -107,6 +116,9 @@ def measure(name: str, steps: int, batch_size: int) -> dict:
         "achieved_flops_per_s": None if flops is None else round(flops / step_s),
         "atoms_per_s": round(float(atoms / step_s), 1),
         "padding_fraction": padding,
+        "loss_first_step": round(losses[0], 5),
+        "loss_last_step": round(losses[-1], 5),
+        "loss_mean_last_half": round(float(np.mean(losses[len(losses) // 2 :])), 5),
     }
 
 
@@ -117,7 +129,11 @@ def main(argv):
         "machine": f"{platform.node()} {jax.devices()[0].device_kind} x{jax.device_count()}",
         "jax": jax.__version__,
         "date": time.strftime("%Y-%m-%d"),
-        "runs": [measure(name, _STEPS.value, _BATCH.value) for name in _CONFIGS.value],
+        "runs": [
+            measure(name, _STEPS.value, _BATCH.value, dtype)
+            for name in _CONFIGS.value
+            for dtype in _DTYPES.value
+        ],
     }
     print(json.dumps(results, indent=2))
     if _OUT.value:

@@ -63,6 +63,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.self_loops = True  # every atom attends to itself (TorchMD-Net's loop=True)
     c.model.max_num_neighbors = 32  # nearest neighbours per atom kept (QM9 never has 32)
     c.model.vector_cutoff = False
+    # Compute dtype of the encoder's dense layers: "float32" or "bfloat16" (fp32 params).
+    c.model.dtype = "float32"
 
     c.heads = ml_collections.ConfigDict()
     # Targets with least-squares per-element reference energies (extensive energies).

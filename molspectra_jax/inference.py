@@ -24,7 +24,7 @@ from molspectra_jax.data import sources
 from molspectra_jax.data.batching import candidate_edges, collate, make_budget, pack_shard
 from molspectra_jax.data.records import MoleculeDataset, MoleculeRecord, from_records
 from molspectra_jax.data.statistics import target_offsets
-from molspectra_jax.models import ENCODERS, build_encoder
+from molspectra_jax.models import COMPUTE_FIELDS, ENCODERS, build_encoder
 from molspectra_jax.models.heads import MOLECULE_LEVEL
 from molspectra_jax.train.checkpoint import CheckpointError, read_checkpoint_arrays
 
@@ -156,6 +156,7 @@ def load(workdir: str, batch_size: int = 32) -> Model:
     arrays, saved = read_checkpoint_arrays(_checkpoint_folder(workdir))
     config = ml_collections.ConfigDict(saved)
     fields = set(ENCODERS[config.model.name].__dataclass_fields__) - {"parent", "name"}
+    fields -= set(COMPUTE_FIELDS)  # defaults (float32) are right for any checkpoint
     missing = sorted(fields - set(config.model))
     if missing:
         raise CheckpointError(

@@ -60,10 +60,12 @@ def test_stage1_stage2_finetune(tmp_path):
         last = (log[-1][loss] + log[-2][loss]) / 2
         assert last < first, (loss, [round(r[loss], 4) for r in log])
 
-    # The hand-off copies every encoder parameter of the stage-2 checkpoint.
+    # The hand-off copies every encoder parameter of the stage-2 checkpoint (float32
+    # compute) into a model computing in bfloat16.
     config = finetune_test.get_config()
     config.model = test_pretrain.get_config().model
     config.loss.noise_weight = 0.1  # noisy nodes: the noise head is loaded too
+    config.model.dtype = "bfloat16"  # how it computes is no architecture change
     run = setup(config, sharding.make_mesh())
     loaded = load_pretrained_params(run.state.params, str(stage2), config.model.to_dict())
     saved, _ = read_checkpoint_arrays(str(stage2 / "checkpoints" / "latest"))

@@ -11,7 +11,9 @@ The encoder contract (what every entry of `ENCODERS` keeps):
   returns `(scalars [N, F], vectors [N, 3, F])`: rotation-invariant per-atom scalars and
   rotation-equivariant (1o) per-atom vectors, zeros on padding atoms, unchanged by
   padding, translation and atom order (tests/models/test_encoder.py sweeps `ENCODERS`);
-- its parameters live under the module name "encoder" (the hand-off loads by name).
+- its parameters live under the module name "encoder" (the hand-off loads by name);
+- `dtype` ("float32" | "bfloat16"): the compute dtype of its dense layers (matmuls);
+  parameters, geometry, norms and sums stay float32.
 
 A new encoder (NequIP-, MACE-style, ...) is one new file in this folder plus one line in
 `ENCODERS`.
@@ -20,6 +22,9 @@ A new encoder (NequIP-, MACE-style, ...) is one new file in this folder plus one
 from molspectra_jax.models.encoder import EquivariantTransformer
 
 ENCODERS = {"et": EquivariantTransformer}
+# Fields that change how an encoder computes, not its parameters: a checkpoint moves
+# freely between their values (pre-train in bfloat16, fine-tune or predict in float32).
+COMPUTE_FIELDS = ("dtype",)
 
 
 def build_encoder(config):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import e3nn_jax as e3nn
 import flax.linen as nn
@@ -39,6 +40,10 @@ ACTIVATIONS: dict[str, Callable] = {
     "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),
     "gelu": lambda x: nn.gelu(x, approximate=False),
 }
+
+
+# `dtype` names -> the compute dtype of the dense layers (parameters stay float32).
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def activation(name: str) -> Callable:
@@ -195,16 +200,18 @@ class NeighborEmbedding(nn.Module):
 
     hidden: int
     max_z: int
+    dtype: Any = jnp.float32  # of the dense layers
 
     @nn.compact
     def __call__(self, x, atomic_numbers, rbf, edge_weight, senders, receivers):
         n = x.shape[0]
-        distance_proj = nn.Dense(self.hidden, kernel_init=dense_init, name="distance_proj")
+        dense = functools.partial(nn.Dense, kernel_init=dense_init, dtype=self.dtype)
+        distance_proj = dense(self.hidden, name="distance_proj")
         filters = distance_proj(rbf) * edge_weight[:, None]  # [E, F]
         embed = nn.Embed(self.max_z, self.hidden, embedding_init=embed_init, name="embedding")
         messages = filters * embed(atomic_numbers)[senders]  # [E, F]
         aggregated = jax.ops.segment_sum(messages, receivers, num_segments=n)  # [N, F]
-        combine = nn.Dense(self.hidden, kernel_init=dense_init, name="combine")
+        combine = dense(self.hidden, name="combine")
         return combine(jnp.concatenate([x, aggregated], -1))
 
 
@@ -224,12 +231,13 @@ class EquivariantAttention(nn.Module):
     attn_activation: Callable = nn.silu
     distance_influence: str = "both"
     vector_cutoff: bool = False
+    dtype: Any = jnp.float32  # of the dense layers
 
     @nn.compact
     def __call__(self, x, vec, rbf, unit, edge_weight, real, senders, receivers, self_pair=None):
         n, f, h = x.shape[0], self.hidden, self.num_heads
         d = f // h
-        dense = functools.partial(nn.Dense, kernel_init=dense_init)
+        dense = functools.partial(nn.Dense, kernel_init=dense_init, dtype=self.dtype)
         x = nn.LayerNorm(epsilon=1e-5, name="layernorm")(x)
 
         q = dense(f, name="q")(x).reshape(n, h, d)
@@ -318,6 +326,7 @@ class EquivariantTransformer(nn.Module):
     self_loops: bool = True
     max_num_neighbors: int = 32
     vector_cutoff: bool = False
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, graph: Graph) -> tuple[jax.Array, jax.Array]:
@@ -333,6 +342,9 @@ class EquivariantTransformer(nn.Module):
                 f"unknown distance_influence {self.distance_influence!r}; "
                 "choose keys, values, both or none"
             )
+        if self.dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose from {list(COMPUTE_DTYPES)}")
+        compute = COMPUTE_DTYPES[self.dtype]
         act, attn_act = activation(self.activation), activation(self.attn_activation)
         atomic_numbers, senders, receivers = graph.atomic_numbers, graph.senders, graph.receivers
         n, e = graph.n_atoms, senders.shape[0]
@@ -363,7 +375,7 @@ class EquivariantTransformer(nn.Module):
         embed = nn.Embed(self.max_z, self.hidden, embedding_init=embed_init, name="embedding")
         x = embed(atomic_numbers)  # [N, F]
         if self.neighbor_embedding:
-            x = NeighborEmbedding(self.hidden, self.max_z, name="neighbor_embedding")(
+            x = NeighborEmbedding(self.hidden, self.max_z, compute, name="neighbor_embedding")(
                 x, atomic_numbers, rbf, edge_weight, senders, receivers
             )
         vec = jnp.zeros((n, 3, self.hidden), x.dtype)
@@ -375,6 +387,7 @@ class EquivariantTransformer(nn.Module):
                 attn_act,
                 self.distance_influence,
                 self.vector_cutoff,
+                compute,
                 name=f"layer_{i}",
             )
             dx, dvec = layer(x, vec, rbf, unit, edge_weight, real, senders, receivers, self_pair)

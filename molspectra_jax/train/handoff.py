@@ -13,6 +13,7 @@ import os
 import jax
 import numpy as np
 
+from molspectra_jax.models import COMPUTE_FIELDS
 from molspectra_jax.train.checkpoint import CheckpointError, read_checkpoint_arrays
 
 
@@ -47,7 +48,9 @@ def load_pretrained_params(params: dict, path: str, model_config: dict) -> dict:
     differ = {
         k: (pretrained_model.get(k), v)
         for k, v in model_config.items()
-        if pretrained_model.get(k) != v and not isinstance(v, (list, tuple))
+        if pretrained_model.get(k) != v
+        and not isinstance(v, (list, tuple))
+        and k not in COMPUTE_FIELDS
     }
     if differ:
         raise CheckpointError(

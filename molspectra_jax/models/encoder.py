@@ -42,8 +42,9 @@ ACTIVATIONS: dict[str, Callable] = {
 }
 
 
-# `dtype` names -> the compute dtype of the dense layers (parameters stay float32).
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# `dtype` names -> the compute dtype of the dense layers (parameters stay float32);
+# "float32" casts nothing, so float64 inputs and parameters (jax x64 tests) stay float64.
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
 def activation(name: str) -> Callable:
@@ -200,7 +201,7 @@ class NeighborEmbedding(nn.Module):
 
     hidden: int
     max_z: int
-    dtype: Any = jnp.float32  # of the dense layers
+    dtype: Any = None  # of the dense layers (None: that of their inputs and parameters)
 
     @nn.compact
     def __call__(self, x, atomic_numbers, rbf, edge_weight, senders, receivers):
@@ -231,7 +232,7 @@ class EquivariantAttention(nn.Module):
     attn_activation: Callable = nn.silu
     distance_influence: str = "both"
     vector_cutoff: bool = False
-    dtype: Any = jnp.float32  # of the dense layers
+    dtype: Any = None  # of the dense layers (None: that of their inputs and parameters)
 
     @nn.compact
     def __call__(self, x, vec, rbf, unit, edge_weight, real, senders, receivers, self_pair=None):

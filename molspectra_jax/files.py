@@ -67,8 +67,9 @@ def exclusive_folder(folder: str, lock_name: str = ".lock", wait: bool = False) 
     """Hold an exclusive lock on `<folder>/<lock_name>` for the block.
 
     A second holder fails at once with `FolderInUse`, naming the first (pid, host,
-    start time), or with `wait` blocks until the first is done. The kernel drops the
-    lock when its process dies, so a lock left by a killed process never blocks the next.
+    start time, written in the lock file while it is held, emptied on release), or with
+    `wait` blocks until the first is done. The kernel drops the lock when its process
+    dies, so a lock left by a killed process never blocks the next.
     """
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, lock_name)
@@ -85,7 +86,10 @@ def exclusive_folder(folder: str, lock_name: str = ".lock", wait: bool = False) 
         f.flush()
         try:
             yield
-        finally:
+        finally:  # empty again: a run that changed nothing leaves the folder as it was
+            f.seek(0)
+            f.truncate()
+            f.flush()
             fcntl.flock(f, fcntl.LOCK_UN)
 
 

@@ -79,6 +79,7 @@ def test_a_folder_has_one_owner(tmp_path):
                 pass
     with files.exclusive_folder(str(tmp_path)):  # released: the next owner takes it
         pass
+    assert (tmp_path / ".lock").read_bytes() == b""  # a released lock names nobody
 
 
 def test_a_killed_writer_leaves_a_temporary_that_the_next_owner_removes(tmp_path):

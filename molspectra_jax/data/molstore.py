@@ -255,11 +255,9 @@ def _assemble(root: str, identity: dict, edge_radii: Sequence[float], progress: 
     files.write_npy(os.path.join(root, "offsets.npy"), offsets)
     with files.atomic_open(os.path.join(root, "skipped.txt"), "w") as f:
         f.writelines(line.replace("\n", " ") + "\n" for line in skipped)
-    from molspectra_jax.data.batching import count_candidate_edges
-
-    molecules = _map_arrays(root)
-    for radius in edge_radii:
-        files.write_npy(_edge_count_path(root, radius), count_candidate_edges(molecules, radius))
+    molecules = _map_arrays(root, store=root)
+    for radius in edge_radii:  # into the cache the first run would otherwise fill
+        edge_counts(molecules, radius)
     info = {"format": FORMAT, "molecules": m, "atoms": a, "skipped": len(skipped)}
     files.write_json(os.path.join(root, "store.json"), {**info, "conversion": identity})
 

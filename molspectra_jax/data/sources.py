@@ -324,7 +324,7 @@ def _load_qm9s(folder: str, config) -> MoleculeDataset:
     rows, spectra_rows = join_with_qm9(spectra, qm9, where=f"qm9s:{folder}")
     print(f"qm9s:{folder}: {len(rows)} of {len(spectra.ids)} QM9S molecules joined with QM9")
     # The converted arrays stay on disk: each batch reads its own rows (QM9S: ~4 GB).
-    dense = {k: MappedRows(os.path.join(folder, f"{k}.npy"), spectra_rows) for k in KINDS}
+    dense = {k: MappedRows(getattr(spectra, k).filename, spectra_rows) for k in KINDS}
     return dataclasses.replace(qm9.subset(rows), spectra=dense)
 
 

@@ -31,7 +31,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.batch_size = 128  # official QM9 fine-tuning batch (Coord/MolSpectra)
     c.data.eval_batch_size = 256
     c.data.n_shards = 0  # 0 = one per device; set >0 to fix the batch layout across machines
-    c.data.skin = 1.0  # Å beyond the cutoff kept as candidate edges (noise moves atoms)
+    # Å beyond the cutoff kept as candidate edges; None: from the train step's noise
+    # (5 sigma of a pair's displacement: 0.28 Å pre-training, 0 without noisy nodes).
+    c.data.skin = ml_collections.config_dict.placeholder(float)
     c.data.budget_slack = 1.15  # atom/edge budget over the mean: ~13% padding
     c.data.elements = (1, 6, 7, 8, 9)  # QM9's H C N O F
     c.data.prefetch = 2  # batches (>= 1) assembled and sent to the devices ahead of the step
@@ -65,6 +67,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.vector_cutoff = False
     # Compute dtype of the encoder's dense layers: "float32" or "bfloat16" (fp32 params).
     c.model.dtype = "float32"
+    # "sparse" (candidate edges) or "dense" (per-molecule pair blocks, batches bucketed
+    # by molecule size); the same parameters and outputs (benchmarks/versus_torchmdnet.py)
+    c.model.layout = "sparse"
 
     c.heads = ml_collections.ConfigDict()
     # Targets with least-squares per-element reference energies (extensive energies).

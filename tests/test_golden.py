@@ -21,7 +21,7 @@ import pytest
 from configs import test as finetune_test
 from configs import test_pretrain
 from molspectra_jax.data import sources
-from molspectra_jax.data.batching import Budget, candidate_edges, collate
+from molspectra_jax.data.batching import Budget, candidate_edges, candidate_radius, collate
 from molspectra_jax.data.qm9 import load_qm9
 from molspectra_jax.models import build_encoder
 from molspectra_jax.models.pretrain_model import PretrainModel
@@ -67,7 +67,7 @@ def _batch():
     row_of = {int(i): r for r, i in enumerate(qm9.ids)}
     targets = qm9.subset([row_of[int(i)] for i in part.ids]).select_targets(TARGETS)
     part = dataclasses.replace(part, targets=targets.targets, target_names=TARGETS)
-    edges = candidate_edges(part, config.model.cutoff + config.data.skin)
+    edges = candidate_edges(part, candidate_radius(config.model.cutoff, config.data.skin, 0.04))
     atoms, n_edges = int(part.n_atoms.sum()) + 5, int(edges.n_edges.sum()) + 7
     batch = collate(part, edges, [rows], Budget(1, N_MOLECULES + 2, atoms, n_edges))
     return config, part, batch

@@ -9,7 +9,11 @@ Edges are *candidates*: all intra-molecular pairs within `cutoff + skin`, found 
 batch on the host (vectorized, nothing held per dataset but one count per molecule,
 which packing needs). The model masks them to the true cutoff with the positions it is
 given, so neighbour lists stay exact when noise (sigma 0.04 Å) moves atoms on device,
-as long as no pair distance changes by more than `skin`.
+as long as no pair distance shrinks by more than `skin`. By default the skin follows
+the noise (`candidate_radius`): SKIN_SIGMAS standard deviations of a pair's relative
+displacement, and nothing when nothing moves (fine-tuning without noisy nodes,
+prediction); the train steps count any pair that was missed all the same
+(`molspectra_jax.train.neighbors`).
 """
 
 from __future__ import annotations
@@ -38,14 +42,36 @@ class GraphBatch(NamedTuple):
     spectra: dict  # name -> [S, G, L] float32, empty when unused
 
 
+# A pair's distance changes under noise by about the projection of n_i - n_j on its
+# direction: N(0, 2 sigma^2). Five of those standard deviations (0.28 Å at sigma 0.04 Å)
+# are missed once in ~3.5 million pairs at the edge of the candidate radius, where the
+# cosine cutoff weight of the pair is (pi skin / 2 cutoff)^2 ~ 1e-2 at most.
+SKIN_SIGMAS = 5.0
+
+
+def candidate_radius(cutoff: float, skin: float | None, noise_sigma: float) -> float:
+    """Candidate-edge radius (Å): cutoff + skin; `skin` None derives it from the noise
+    added on the device (sigma Å per coordinate): SKIN_SIGMAS * sqrt(2) * sigma."""
+    if skin is None:
+        skin = SKIN_SIGMAS * math.sqrt(2.0) * noise_sigma
+    if skin < 0:
+        raise ValueError(f"skin {skin} Å must be >= 0 (or None: from the noise)")
+    return float(cutoff + skin)
+
+
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """Per-shard slot counts; one padding graph and at least one padding atom included."""
+    """Per-shard slot counts; one padding graph and at least one padding atom included.
+
+    `slots` > 0 is the dense layout's (`collate` with it): every graph slot owns `slots`
+    atom slots (atoms = graphs * slots), there is no padding graph and no edge is found.
+    """
 
     n_shards: int
     graphs: int
     atoms: int
     edges: int
+    slots: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +217,9 @@ def collate(
 ) -> GraphBatch:
     """Pad `shards` (lists of dataset rows, one per shard) into a [len(shards), ...] batch.
 
-    Candidate edges are found here, within `edges.radius`. Spectra come from
+    Candidate edges are found here, within `edges.radius`; with `budget.slots` (the dense
+    layout) molecule g takes atom slots [g * slots, g * slots + n_atoms) and its padding
+    atoms stay in its graph, and no edge is found. Spectra come from
     `dataset.spectra`, one row per graph. `index` (parallel to `shards`) is what
     `molecule_index` records for each graph; by default the dataset row.
     """
@@ -222,22 +250,30 @@ def collate(
         na = dataset.offsets[rows + 1] - dataset.offsets[rows]  # [g]
         a, g = int(na.sum()), len(rows)
         atoms = concat_ranges(dataset.offsets[rows], na)  # [a] dataset atom rows
-        graph.positions[s, :a] = dataset.positions[atoms]
-        senders, receivers, _ = candidate_pairs(graph.positions[s, :a], na, edges.radius)
-        e = len(senders)
-        if e > e_:
-            raise ValueError(f"{e} candidate edges exceed the budget of {e_} (budget {budget})")
-        graph.atomic_numbers[s, :a] = dataset.atomic_numbers[atoms]
-        graph.atom_mask[s, :a] = True
-        graph.graph_index[s, :a] = np.repeat(np.arange(g, dtype=np.int32), na)
-        graph.senders[s, :e] = senders
-        graph.receivers[s, :e] = receivers
-        graph.edge_mask[s, :e] = True
+        if budget.slots:
+            if g > g_ or na.max(initial=0) > budget.slots:
+                raise ValueError(f"{g} molecules of up to {na.max()} atoms exceed {budget}")
+            slot = concat_ranges(np.arange(g) * budget.slots, na)  # [a] atom slots
+            graph.graph_index[s] = np.arange(n_) // budget.slots
+        else:
+            slot = np.arange(a)
+            graph.graph_index[s, :a] = np.repeat(np.arange(g, dtype=np.int32), na)
+        graph.positions[s, slot] = dataset.positions[atoms]
+        graph.atomic_numbers[s, slot] = dataset.atomic_numbers[atoms]
+        graph.atom_mask[s, slot] = True
         graph.graph_mask[s, :g] = True
+        if not budget.slots:
+            senders, receivers, _ = candidate_pairs(graph.positions[s, :a], na, edges.radius)
+            e = len(senders)
+            if e > e_:
+                raise ValueError(f"{e} candidate edges exceed the budget of {e_} ({budget})")
+            graph.senders[s, :e] = senders
+            graph.receivers[s, :e] = receivers
+            graph.edge_mask[s, :e] = True
         batch.molecule_index[s, :g] = rows if index is None else index[s]
         batch.targets[s, :g] = dataset.targets[rows]
         if k_:
-            batch.atom_targets[s, :a] = dataset.atom_targets[atoms]
+            batch.atom_targets[s, slot] = dataset.atom_targets[atoms]
         for k, v in dataset.spectra.items():
             batch.spectra[k][s, :g] = v[rows]
     return batch

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from molspectra_jax.data.batching import BatchIterator, Budget, candidate_edges, make_budget
+from molspectra_jax.data.batching import (
+    BatchIterator,
+    Budget,
+    candidate_edges,
+    candidate_radius,
+    make_budget,
+)
 from molspectra_jax.data.records import MoleculeDataset, check_molecule
 
 
@@ -40,6 +46,7 @@ def make_iterators(
     *,
     label: str,
     rows: dict[str, np.ndarray] | None = None,
+    noise_sigma: float = 0.0,
     process_index: int = 0,
     process_count: int = 1,
 ) -> dict[str, BatchIterator]:
@@ -48,13 +55,15 @@ def make_iterators(
     Args:
       splits: {"train": ..., "valid": ..., ...} molecules (with spectra when they have them).
       config: the `data` config section (batch sizes, skin, budget slack, elements, seed).
-      cutoff: the encoder's cutoff (Å); candidate edges reach `cutoff + config.skin`.
+      cutoff: the encoder's cutoff (Å); candidate edges reach `cutoff + config.skin`
+        (`batching.candidate_radius`: skin None follows `noise_sigma`).
       n_shards: the global shard count; this process builds its share of every batch.
       label: the source's name for error messages (e.g. "qm9").
       rows: {split: dataset rows} when the splits are rows of one dataset too large to
         copy (`splits[name]` is then that whole dataset, validated and counted once).
+      noise_sigma: Å per coordinate the train step adds to the positions (0: none).
     """
-    radius = cutoff + config.skin
+    radius = candidate_radius(cutoff, config.skin, noise_sigma)
     edges, checked = {}, {}
     for name, dataset in splits.items():
         if id(dataset) not in checked:  # a dataset shared by several splits: once

@@ -13,7 +13,9 @@ The encoder contract (what every entry of `ENCODERS` keeps):
   padding, translation and atom order (tests/models/test_encoder.py sweeps `ENCODERS`);
 - its parameters live under the module name "encoder" (the hand-off loads by name);
 - `dtype` ("float32" | "bfloat16"): the compute dtype of its dense layers (matmuls);
-  parameters, geometry, norms and sums stay float32.
+  parameters, geometry, norms and sums stay float32;
+- `layout` ("sparse" | "dense"): how it reads the graph's pairs: the candidate edges, or
+  every pair of a molecule's atom block (`Budget.slots`; the data pipeline packs for it).
 
 A new encoder (NequIP-, MACE-style, ...) is one new file in this folder plus one line in
 `ENCODERS`.
@@ -24,7 +26,7 @@ from molspectra_jax.models.encoder import EquivariantTransformer
 ENCODERS = {"et": EquivariantTransformer}
 # Fields that change how an encoder computes, not its parameters: a checkpoint moves
 # freely between their values (pre-train in bfloat16, fine-tune or predict in float32).
-COMPUTE_FIELDS = ("dtype",)
+COMPUTE_FIELDS = ("dtype", "layout")
 
 
 def build_encoder(config):

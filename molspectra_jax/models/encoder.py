@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import e3nn_jax as e3nn
 import flax.linen as nn
@@ -73,7 +73,7 @@ def cosine_cutoff(distance: jax.Array, upper: float, lower: float = 0.0) -> jax.
 
 
 class RadialBasis(nn.Module):
-    """[E] distances (Å) -> [E, K] TorchMD-Net radial basis, parameters trainable or fixed.
+    """[...] distances (Å) -> [..., K] TorchMD-Net radial basis, parameters trainable or fixed.
 
     "expnorm" (PhysNet): exp(-beta (exp(alpha (lower - d)) - mu)^2) times the cosine
     cutoff (0 to upper), alpha = 5 / (upper - lower). "gauss": exp(coeff (d - offset)^2)
@@ -94,7 +94,7 @@ class RadialBasis(nn.Module):
     @nn.compact
     def __call__(self, distance: jax.Array) -> jax.Array:
         k, lower, upper = self.num_rbf, self.lower, self.upper
-        d = distance[:, None]
+        d = distance[..., None]
         if self.kind == "expnorm":
             start = np.float32(np.exp(np.float32(lower - upper)))
             means = self._values("means", np.linspace(start, 1.0, k, dtype=np.float32))
@@ -102,13 +102,57 @@ class RadialBasis(nn.Module):
             betas = self._values("betas", np.full(k, beta, np.float32))
             alpha = 5.0 / (upper - lower)
             smear = jnp.exp(-betas * (jnp.exp(alpha * (lower - d)) - means) ** 2)
-            return smear * cosine_cutoff(distance, upper)[:, None]
+            return smear * cosine_cutoff(distance, upper)[..., None]
         if self.kind == "gauss":
             offsets = np.linspace(lower, upper, k, dtype=np.float32)
             coeff = self._values("coeff", np.float32(-0.5 / (offsets[1] - offsets[0]) ** 2))
             offsets = self._values("offset", offsets)
             return jnp.exp(coeff * (d - offsets) ** 2)
         raise ValueError(f"unknown rbf {self.kind!r}; choose expnorm or gauss")
+
+
+class SparsePairs(NamedTuple):
+    """Pairs as edge lists: pair arrays are [E, ...], sender j and receiver i index atoms."""
+
+    senders: jax.Array  # [E] int32
+    receivers: jax.Array  # [E] int32
+    n_atoms: int
+
+    def source(self, a: jax.Array) -> jax.Array:
+        """[N, ...] atom array -> [E, ...] its value at each pair's sender j."""
+        return a[self.senders]
+
+    def target(self, a: jax.Array) -> jax.Array:
+        """[N, ...] -> [E, ...] at each pair's receiver i."""
+        return a[self.receivers]
+
+    def aggregate(self, m: jax.Array) -> jax.Array:
+        """[E, ...] pair messages -> [N, ...] summed over the senders of each receiver."""
+        return jax.ops.segment_sum(m, self.receivers, num_segments=self.n_atoms)
+
+
+class DensePairs(NamedTuple):
+    """Pairs as per-molecule blocks: atoms [G * n] hold G molecules of n slots each, pair
+    arrays are [G, n_i, n_j, ...]. Gathers are broadcasts and sums run over j (no scatter).
+    """
+
+    n_graphs: int
+    n_slots: int
+
+    def source(self, a: jax.Array) -> jax.Array:
+        """[G n, ...] -> [G, 1, n, ...], broadcasting over receivers i."""
+        return a.reshape(self.n_graphs, 1, self.n_slots, *a.shape[1:])
+
+    def target(self, a: jax.Array) -> jax.Array:
+        """[G n, ...] -> [G, n, 1, ...], broadcasting over senders j."""
+        return a.reshape(self.n_graphs, self.n_slots, 1, *a.shape[1:])
+
+    def aggregate(self, m: jax.Array) -> jax.Array:
+        """[G, n, n, ...] -> [G n, ...] summed over senders j."""
+        return m.sum(2).reshape(self.n_graphs * self.n_slots, *m.shape[3:])
+
+
+LAYOUTS = ("sparse", "dense")
 
 
 def _nearest_neighbors(
@@ -131,6 +175,21 @@ def _nearest_neighbors(
 
     count = jax.ops.segment_sum(real.astype(jnp.int32), receivers, num_segments=n)
     return jax.lax.cond(jnp.any(count > k), cap, lambda r: r, real)
+
+
+def _nearest_neighbors_dense(real: jax.Array, distance: jax.Array, k: int) -> jax.Array:
+    """[G, n, n] mask `real` keeping at most the `k` nearest senders j of each receiver i
+    (ties to the lower j, as the sparse layout's row-major edges). Nothing to do, and
+    nothing traced, when a molecule block has at most k + 1 slots."""
+    if real.shape[-1] <= k + 1:
+        return real
+
+    def cap(real):
+        key = jnp.where(real, distance, jnp.inf)
+        rank = jnp.argsort(jnp.argsort(key, axis=-1, stable=True), axis=-1, stable=True)
+        return real & (rank < k)
+
+    return jax.lax.cond(jnp.any(real.sum(-1) > k), cap, lambda r: r, real)
 
 
 def safe_norm(x: jax.Array, axis: int = -1, keepdims: bool = False) -> jax.Array:
@@ -204,14 +263,13 @@ class NeighborEmbedding(nn.Module):
     dtype: Any = None  # of the dense layers (None: that of their inputs and parameters)
 
     @nn.compact
-    def __call__(self, x, atomic_numbers, rbf, edge_weight, senders, receivers):
-        n = x.shape[0]
+    def __call__(self, x, atomic_numbers, rbf, edge_weight, pairs):
         dense = functools.partial(nn.Dense, kernel_init=dense_init, dtype=self.dtype)
         distance_proj = dense(self.hidden, name="distance_proj")
-        filters = distance_proj(rbf) * edge_weight[:, None]  # [E, F]
+        filters = distance_proj(rbf) * edge_weight[..., None]  # [P..., F]
         embed = nn.Embed(self.max_z, self.hidden, embedding_init=embed_init, name="embedding")
-        messages = filters * embed(atomic_numbers)[senders]  # [E, F]
-        aggregated = jax.ops.segment_sum(messages, receivers, num_segments=n)  # [N, F]
+        messages = filters * pairs.source(embed(atomic_numbers))  # [P..., F]
+        aggregated = pairs.aggregate(messages)  # [N, F]
         combine = dense(self.hidden, name="combine")
         return combine(jnp.concatenate([x, aggregated], -1))
 
@@ -235,7 +293,7 @@ class EquivariantAttention(nn.Module):
     dtype: Any = None  # of the dense layers (None: that of their inputs and parameters)
 
     @nn.compact
-    def __call__(self, x, vec, rbf, unit, edge_weight, real, senders, receivers, self_pair=None):
+    def __call__(self, x, vec, rbf, unit, edge_weight, real, pairs, self_pair=None):
         n, f, h = x.shape[0], self.hidden, self.num_heads
         d = f // h
         dense = functools.partial(nn.Dense, kernel_init=dense_init, dtype=self.dtype)
@@ -253,30 +311,37 @@ class EquivariantAttention(nn.Module):
         dv_proj = dense(3 * f, name="dv") if values else None
 
         def messages(q_i, k_j, v_j, vec_j, rbf, unit, weight):
-            """Per-pair scalar [P, F] and vector [P, 3, F] messages j -> i."""
-            p = q_i.shape[0]
+            """Per-pair scalar [P..., F] and vector [P..., 3, F] messages j -> i (P... the
+            pair shape of `rbf`; atom inputs broadcast to it)."""
+            pair = rbf.shape[:-1]
             scores = q_i * k_j
             if keys:
-                scores = scores * self.activation(dk_proj(rbf)).reshape(p, h, d)
-            attention = self.attn_activation(jnp.sum(scores, -1))  # [P, H]
+                scores = scores * self.activation(dk_proj(rbf)).reshape(*pair, h, d)
+            attention = self.attn_activation(jnp.sum(scores, -1))  # [P..., H]
             # weight is the cosine cutoff, 0 for padding and out-of-cutoff pairs.
             if self.vector_cutoff:
-                v_j = v_j * weight[:, None, None]
+                v_j = v_j * weight[..., None, None]
             else:
-                attention = attention * weight[:, None]
+                attention = attention * weight[..., None]
             if values:
-                v_j = v_j * self.activation(dv_proj(rbf)).reshape(p, h, 3 * d)
-            x_msg, v1, v2 = jnp.split(v_j, 3, axis=-1)  # [P, H, D] each
-            x_msg = (x_msg * attention[..., None]).reshape(p, f)
-            v1, v2 = v1.reshape(p, f), v2.reshape(p, f)
-            return x_msg, vec_j * v1[:, None, :] + v2[:, None, :] * unit[:, :, None]
+                v_j = v_j * self.activation(dv_proj(rbf)).reshape(*pair, h, 3 * d)
+            x_msg, v1, v2 = jnp.split(v_j, 3, axis=-1)  # [P..., H, D] each
+            x_msg = x_msg * attention[..., None]
+            x_msg, v1, v2 = (a.reshape(*a.shape[:-2], f) for a in (x_msg, v1, v2))
+            return x_msg, vec_j * v1[..., None, :] + v2[..., None, :] * unit[..., :, None]
 
         x_msg, vec_msg = messages(
-            q[receivers], k[senders], v[senders], vec[senders], rbf, unit, edge_weight
+            pairs.target(q),
+            pairs.source(k),
+            pairs.source(v),
+            pairs.source(vec),
+            rbf,
+            unit,
+            edge_weight,
         )
-        vec_msg = vec_msg * real[:, None, None]  # padding and out-of-cutoff edges: nothing
-        x_agg = jax.ops.segment_sum(x_msg, receivers, num_segments=n)  # [N, F]
-        vec_agg = jax.ops.segment_sum(vec_msg, receivers, num_segments=n)  # [N, 3, F]
+        vec_msg = vec_msg * real[..., None, None]  # padding and out-of-cutoff pairs: nothing
+        x_agg = pairs.aggregate(x_msg)  # [N, F]
+        vec_agg = pairs.aggregate(vec_msg)  # [N, 3, F]
         if self_pair is not None:
             rbf0 = jnp.broadcast_to(self_pair[0], (n, self_pair[0].shape[-1]))
             weight0 = jnp.full((n,), self_pair[1], x.dtype)
@@ -287,6 +352,86 @@ class EquivariantAttention(nn.Module):
         dvec = vec3 * o1[:, None, :] + vec_agg
         assert dx.shape == (n, f) and dvec.shape == (n, 3, f)
         return dx, dvec
+
+
+class PairGeometry(NamedTuple):
+    """What the layers need of the pairs, in one layout (P... = [E] or [G, n, n])."""
+
+    pairs: SparsePairs | DensePairs
+    rbf: jax.Array  # [P..., K] radial basis, 0 off real pairs
+    unit: jax.Array  # [P..., 3] unit vectors receiver -> sender, 0 off real pairs
+    weight: jax.Array  # [P...] attention cutoff weights (dense: self-pairs included)
+    real: jax.Array  # [P...] bool, pairs that carry messages (dense: self-pairs included)
+    neighbor_weight: jax.Array  # [P...] cutoff weights of neighbours only (no self-pairs)
+    self_pair: tuple | None  # sparse: (basis [K], weight) of every atom's self-pair
+
+
+def _pair_features(edge_vec, candidate, radial, upper, lower, max_neighbors, cap):
+    """(distance, rbf, unit, weight, real) of pairs [P..., 3] cut to [lower, upper) Å."""
+    distance = safe_norm(edge_vec)  # [P...]
+    real = candidate & (distance < upper) & (distance >= lower) & (distance > 0)
+    if max_neighbors > 0:
+        real = cap(real, distance)
+    distance = jnp.where(real, distance, upper)  # padding -> harmless value
+    weight = cosine_cutoff(distance, upper, lower) * real
+    rbf = radial(distance) * real[..., None]
+    safe = jnp.where(real[..., None], edge_vec, 1.0)
+    sh = e3nn.spherical_harmonics("1o", safe, normalize=True, normalization="norm").array
+    return rbf, sh * real[..., None], weight, real
+
+
+def sparse_geometry(graph, radial, upper, lower, max_neighbors, self_loops) -> PairGeometry:
+    """Pairs from the graph's candidate edges [E]; the self-pair apart (every atom's)."""
+    n, senders, receivers = graph.n_atoms, graph.senders, graph.receivers
+    assert graph.positions.shape == (n, 3) and receivers.shape == graph.edge_mask.shape
+    edge_vec = graph.positions[senders] - graph.positions[receivers]  # [E, 3]
+    # Candidate edges are cut to the true cutoff here, at the positions the model sees.
+    rbf, unit, weight, real = _pair_features(
+        edge_vec,
+        graph.edge_mask,
+        radial,
+        upper,
+        lower,
+        max_neighbors,
+        lambda real, d: _nearest_neighbors(real, d, receivers, n, max_neighbors),
+    )
+    self_pair = None
+    if self_loops:
+        zero = jnp.zeros((1,), rbf.dtype)
+        self_pair = (radial(zero)[0], cosine_cutoff(zero, upper, lower)[0])
+    pairs = SparsePairs(senders, receivers, n)
+    return PairGeometry(pairs, rbf, unit, weight, real, weight, self_pair)
+
+
+def dense_geometry(graph, radial, upper, lower, max_neighbors, self_loops) -> PairGeometry:
+    """Pairs of every two atom slots of a molecule block: the graph holds G molecules of
+    n = N / G slots each (`batching.collate_dense`); its edge arrays are not read. The
+    self-pair is the block's diagonal (distance 0, no direction)."""
+    g = graph.n_graphs
+    n = graph.n_atoms // g
+    if n * g != graph.n_atoms:
+        raise ValueError(f"dense layout: {graph.n_atoms} atom slots are not {g} blocks")
+    positions = graph.positions.reshape(g, n, 3)
+    mask = graph.atom_mask.reshape(g, n)
+    edge_vec = positions[:, None, :, :] - positions[:, :, None, :]  # [G, i, j, 3]: r_j - r_i
+    both = mask[:, :, None] & mask[:, None, :]  # [G, n, n]
+    rbf, unit, weight, real = _pair_features(
+        edge_vec,
+        both,
+        radial,
+        upper,
+        lower,
+        max_neighbors,
+        lambda real, d: _nearest_neighbors_dense(real, d, max_neighbors),
+    )
+    neighbor_weight = weight
+    if self_loops:
+        diagonal = jnp.eye(n, dtype=bool) & both  # real atoms' self-pairs
+        zero = jnp.zeros((1,), rbf.dtype)
+        rbf = rbf + diagonal[..., None] * radial(zero)[0]
+        weight = weight + diagonal * cosine_cutoff(zero, upper, lower)[0]
+        real = real | diagonal
+    return PairGeometry(DensePairs(g, n), rbf, unit, weight, real, neighbor_weight, None)
 
 
 class EquivariantTransformer(nn.Module):
@@ -328,6 +473,7 @@ class EquivariantTransformer(nn.Module):
     max_num_neighbors: int = 32
     vector_cutoff: bool = False
     dtype: str = "float32"
+    layout: str = "sparse"
 
     @nn.compact
     def __call__(self, graph: Graph) -> tuple[jax.Array, jax.Array]:
@@ -345,39 +491,24 @@ class EquivariantTransformer(nn.Module):
             )
         if self.dtype not in COMPUTE_DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose from {list(COMPUTE_DTYPES)}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r}; choose from {list(LAYOUTS)}")
         compute = COMPUTE_DTYPES[self.dtype]
         act, attn_act = activation(self.activation), activation(self.attn_activation)
-        atomic_numbers, senders, receivers = graph.atomic_numbers, graph.senders, graph.receivers
-        n, e = graph.n_atoms, senders.shape[0]
-        upper, lower = self.cutoff, self.cutoff_lower
-        assert graph.positions.shape == (n, 3) and receivers.shape == graph.edge_mask.shape == (e,)
-        edge_vec = graph.positions[senders] - graph.positions[receivers]  # [E, 3]
-        distance = safe_norm(edge_vec)  # [E]
-        # Candidate edges are cut to the true cutoff here, at the positions the model sees.
-        real = graph.edge_mask & (distance < upper) & (distance >= lower) & (distance > 0)
-        if self.max_num_neighbors > 0:
-            real = _nearest_neighbors(real, distance, receivers, n, self.max_num_neighbors)
-        distance = jnp.where(real, distance, upper)  # padding -> harmless value
-        edge_weight = cosine_cutoff(distance, upper, lower) * real  # [E]
-        radial = RadialBasis(self.rbf, self.num_rbf, lower, upper, self.trainable_rbf, name="rbf")
-        rbf = radial(distance) * real[:, None]  # [E, K]
-        unit = (
-            e3nn.spherical_harmonics(
-                "1o", jnp.where(real[:, None], edge_vec, 1.0), normalize=True, normalization="norm"
-            ).array
-            * real[:, None]
-        )  # [E, 3]
-        assert rbf.shape == (e, self.num_rbf) and unit.shape == (e, 3)
-        self_pair = None
-        if self.self_loops:
-            zero = jnp.zeros((1,), distance.dtype)
-            self_pair = (radial(zero)[0], cosine_cutoff(zero, upper, lower)[0])
+        n = graph.n_atoms
+        radial = RadialBasis(
+            self.rbf, self.num_rbf, self.cutoff_lower, self.cutoff, self.trainable_rbf, name="rbf"
+        )
+        geometry = sparse_geometry if self.layout == "sparse" else dense_geometry
+        pairs, rbf, unit, weight, real, neighbor_weight, self_pair = geometry(
+            graph, radial, self.cutoff, self.cutoff_lower, self.max_num_neighbors, self.self_loops
+        )
 
         embed = nn.Embed(self.max_z, self.hidden, embedding_init=embed_init, name="embedding")
-        x = embed(atomic_numbers)  # [N, F]
+        x = embed(graph.atomic_numbers)  # [N, F]
         if self.neighbor_embedding:
             x = NeighborEmbedding(self.hidden, self.max_z, compute, name="neighbor_embedding")(
-                x, atomic_numbers, rbf, edge_weight, senders, receivers
+                x, graph.atomic_numbers, rbf, neighbor_weight, pairs
             )
         vec = jnp.zeros((n, 3, self.hidden), x.dtype)
         for i in range(self.num_layers):
@@ -391,7 +522,7 @@ class EquivariantTransformer(nn.Module):
                 compute,
                 name=f"layer_{i}",
             )
-            dx, dvec = layer(x, vec, rbf, unit, edge_weight, real, senders, receivers, self_pair)
+            dx, dvec = layer(x, vec, rbf, unit, weight, real, pairs, self_pair)
             x, vec = x + dx, vec + dvec
             if self.layer_norms:
                 x = nn.LayerNorm(epsilon=1e-5, name=f"x_norm_{i}")(x)

@@ -26,6 +26,7 @@ from molspectra_jax.train import loop, sharding
 from molspectra_jax.train.finetune_step import predict, train_step
 from molspectra_jax.train.handoff import load_pretrained_params
 from molspectra_jax.train.metrics import MetricWriter
+from molspectra_jax.train.neighbors import candidate_check
 from molspectra_jax.train.optim import make_optimizer
 from molspectra_jax.train.state import TrainState, init_variables
 
@@ -126,12 +127,14 @@ def setup(config, mesh) -> loop.Run:
         )
         for name, part in splits.items()
     }
+    noise_sigma = config.loss.noise_sigma if config.loss.noise_weight > 0 else 0.0
     iterators = pipeline.make_iterators(
         residuals,
         config.data,
         config.model.cutoff,
         n_shards,
         label=source.name,
+        noise_sigma=noise_sigma,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
@@ -156,6 +159,7 @@ def setup(config, mesh) -> loop.Run:
         noise_weight=config.loss.noise_weight,
         energy_weight=config.loss.energy_weight,
         force_weight=config.loss.force_weight,
+        check=candidate_check(config.model, iterators["train"], noise_sigma),
     )
     predict_fn = jax.jit(
         functools.partial(predict, model=model, std=std, mesh=mesh, forces=with_forces)

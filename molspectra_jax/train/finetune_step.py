@@ -20,6 +20,7 @@ from molspectra_jax.data.batching import GraphBatch
 from molspectra_jax.graph import Graph
 from molspectra_jax.models.property_model import PropertyModel
 from molspectra_jax.train import sharding
+from molspectra_jax.train.neighbors import CandidateCheck, missed_pairs
 from molspectra_jax.train.optim import bad_steps, global_norm
 from molspectra_jax.train.state import TrainState
 
@@ -68,6 +69,7 @@ def finetune_loss(
     mesh: Mesh,
     energy_weight: float = 1.0,
     force_weight: float = 0.0,
+    check: CandidateCheck | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Property loss on standardized targets, optionally plus a force term and noisy nodes.
 
@@ -101,7 +103,10 @@ def finetune_loss(
     else:
         if noise_weight > 0:
             noise = noise_sigma * jax.random.normal(key, graph.positions.shape)  # [S, N, 3] Å
-            graph = graph.with_positions(graph.positions + noise * graph.atom_mask[..., None])
+            noise = noise * graph.atom_mask[..., None]
+            if check is not None:
+                metrics.update(missed_pairs(graph, noise, check))
+            graph = graph.with_positions(graph.positions + noise)
         pred, outputs = residuals(model, params, graph, std, mesh)
         # Standardized units weigh every target equally whatever its unit.
         metrics["property_loss"] = losses.property_loss(

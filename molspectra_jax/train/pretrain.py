@@ -20,6 +20,7 @@ from molspectra_jax.models.pretrain_model import PretrainModel
 from molspectra_jax.models.specformer import SpecFormer, build_specformer
 from molspectra_jax.train import loop, sharding
 from molspectra_jax.train.handoff import load_pretrained_params
+from molspectra_jax.train.neighbors import candidate_check
 from molspectra_jax.train.optim import make_optimizer
 from molspectra_jax.train.pretrain_step import pretrain_loss, pretrain_step
 from molspectra_jax.train.state import TrainState, init_variables
@@ -65,6 +66,7 @@ def setup(config, mesh) -> loop.Run:
         sharding.shard_count(config.data.n_shards),
         label=label,
         rows=rows,
+        noise_sigma=config.loss.noise_sigma,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
@@ -91,7 +93,10 @@ def setup(config, mesh) -> loop.Run:
     state = TrainState.create(params, tx, state_key, batch_stats)
     print(f"parameters: {sum(x.size for x in jax.tree.leaves(state.params)):,}")
 
-    loss_kwargs = dict(model=model, specformer=specformer, loss_config=config.loss, mesh=mesh)
+    check = candidate_check(config.model, iterators["train"], config.loss.noise_sigma)
+    loss_kwargs = dict(
+        model=model, specformer=specformer, loss_config=config.loss, mesh=mesh, check=check
+    )
     valid_loss = jax.jit(functools.partial(pretrain_loss, train=False, **loss_kwargs))
 
     def evaluate(state):

@@ -20,6 +20,7 @@ from molspectra_jax.data.batching import GraphBatch
 from molspectra_jax.models.pretrain_model import PretrainModel
 from molspectra_jax.models.specformer import SpecFormer
 from molspectra_jax.train import sharding
+from molspectra_jax.train.neighbors import CandidateCheck, missed_pairs
 from molspectra_jax.train.optim import bad_steps, global_norm
 from molspectra_jax.train.state import TrainState
 
@@ -35,8 +36,10 @@ def pretrain_loss(
     loss_config,
     mesh: Mesh,
     train: bool = True,
+    check: CandidateCheck | None = None,
 ):
-    """(total, (metrics, new batch_stats)). SpecFormer terms only when it is given.
+    """(total, (metrics, new batch_stats)). SpecFormer terms only when it is given; with
+    `check`, the candidate pairs the noise made insufficient are counted (metrics).
 
     `train=False` (validation) uses BatchNorm's running statistics and leaves them alone.
     """
@@ -54,6 +57,8 @@ def pretrain_loss(
         mask=atom_mask.reshape(-1),
     )
     metrics = {"denoising_loss": denoise}
+    if check is not None:
+        metrics.update(missed_pairs(graph, noise, check))
     total = cfg.b_denoise * denoise
     if specformer is not None:
         graph_mask = graph.graph_mask.reshape(-1)  # [B]

@@ -10,7 +10,7 @@ import pytest
 
 from configs import finetune_md17, test
 from molspectra_jax.data import md17
-from molspectra_jax.data.batching import Budget, candidate_edges, collate
+from molspectra_jax.data.batching import Budget, candidate_edges, candidate_radius, collate
 from molspectra_jax.train import finetune
 from molspectra_jax.train.finetune import build_model
 from molspectra_jax.train.finetune_step import energy_and_forces, finetune_loss
@@ -27,7 +27,7 @@ def setup():
     config.model = test.get_config().model
     config.model.update(hidden=32, num_layers=2, layernorm_on_vec="none", layer_norms=False)
     dataset = md17.load_md17(md17.shipped_md17_path()).subset(FRAMES)
-    edges = candidate_edges(dataset, config.model.cutoff + config.data.skin)
+    edges = candidate_edges(dataset, candidate_radius(config.model.cutoff, config.data.skin, 0.0))
     batch = collate(dataset, edges, [np.arange(len(FRAMES))], Budget(1, 6, 40, 400))
     model = build_model(config, ("energy",))
     params, _ = init_variables(model, batch, jax.random.PRNGKey(0))

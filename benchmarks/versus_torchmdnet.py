@@ -60,15 +60,16 @@ TORCH_ENV = {
 }
 
 
-def _timed(run_step, n_molecules: int, seconds: float) -> float:
-    """Molecules/s of `run_step(i)` (one step, blocking) repeated for at least `seconds`."""
-    i, t0 = 0, time.perf_counter()
+def _timed(run_step, seconds: float) -> float:
+    """Molecules/s of `run_step(i)` (one step, blocking; returns its molecule count)
+    repeated for at least `seconds`."""
+    i, molecules, t0 = 0, 0, time.perf_counter()
     while True:
-        run_step(i)
+        molecules += run_step(i)
         i += 1
         elapsed = time.perf_counter() - t0
         if elapsed >= seconds and i >= 3:
-            return n_molecules * i / elapsed
+            return molecules / elapsed
 
 
 def _parse(text: str, like):
@@ -104,18 +105,38 @@ class OurSide:
         c.loss.noise_sigma = SIGMA
         mesh = self.sharding.make_mesh()
         run = pretrain.setup(c, mesh)
-        host = [next(run.iterators["train"]) for _ in range(n_batches)]
+        # Every 8th of 8 * n_batches batches: the dense layout's size buckets, sorted
+        # within windows of batches, all come in.
+        host = [next(run.iterators["train"]) for _ in range(8 * n_batches)][::8]
         device = [self.sharding.global_batch(b, mesh) for b in host]
         state = self.sharding.replicate(run.state, mesh)
         t0 = time.perf_counter()
         state, metrics = run.step_fn(state, device[0])
         self.jax.block_until_ready(metrics)
         compile_s = time.perf_counter() - t0
+        # The dense layout compiles one program per size bucket: all before the clock.
+        shapes = {b.graph.positions.shape for b in host}
+        for _ in range(500):
+            if len(shapes) >= len(getattr(run.iterators["train"], "buckets", ())):
+                break
+            extra = next(run.iterators["train"])
+            if extra.graph.positions.shape not in shapes:
+                shapes.add(extra.graph.positions.shape)
+                state, _ = run.step_fn(state, self.sharding.global_batch(extra, mesh))
+        for ready in device[1:]:
+            state, metrics = run.step_fn(state, ready)
+        self.jax.block_until_ready(metrics)
+        molecules = [int(b.graph.graph_mask.sum()) for b in host]
         self.cases[config_name, batch] = dict(
-            run=run, mesh=mesh, device=device, state=state, batch=batch, config=c
+            run=run, mesh=mesh, device=device, state=state, molecules=molecules, config=c
         )
         rows = [b.molecule_index[b.graph.graph_mask].tolist() for b in host]
-        return {"rows": rows, "compile_s": compile_s, "model": c.model.to_dict()}
+        return {
+            "rows": rows,
+            "compile_s": compile_s,
+            "programs": run.step_fn._cache_size(),
+            "model": c.model.to_dict(),
+        }
 
     def measure(self, config_name: str, batch: int, seconds: float) -> dict:
         from molspectra_jax.data.prefetch import Prefetcher
@@ -126,19 +147,25 @@ class OurSide:
         def step(i):
             case["state"], metrics = run.step_fn(case["state"], device[i % len(device)])
             self.jax.block_until_ready(metrics)
+            return case["molecules"][i % len(device)]
 
-        step_mol_s = _timed(step, batch, seconds)
+        step_mol_s = _timed(step, seconds)
         feed = Prefetcher(
             run.iterators["train"],
             case["config"].data.prefetch,
-            transform=lambda b: self.sharding.global_batch(b, case["mesh"]),
+            transform=lambda b: (
+                self.sharding.global_batch(b, case["mesh"]),
+                int(b.graph.graph_mask.sum()),
+            ),
         )
 
         def loop(i):
-            case["state"], metrics = run.step_fn(case["state"], next(feed))
+            batch, molecules = next(feed)
+            case["state"], metrics = run.step_fn(case["state"], batch)
             self.jax.block_until_ready(metrics)
+            return molecules
 
-        loop_mol_s = _timed(loop, batch, seconds)
+        loop_mol_s = _timed(loop, seconds)
         feed.close()
         return {"step_mol_s": step_mol_s, "loop_mol_s": loop_mol_s}
 
@@ -197,10 +224,16 @@ class TorchSide:
     def measure(self, config_name: str, batch: int, seconds: float) -> dict:
         case = self.cases[config_name, batch]
         tensors, rows = case["tensors"], case["rows"]
-        step_mol_s = _timed(lambda i: self.step(case, tensors[i % len(tensors)]), batch, seconds)
-        loop_mol_s = _timed(
-            lambda i: self.step(case, self.tensors(rows[i % len(rows)])), batch, seconds
-        )
+
+        def step(i):
+            self.step(case, tensors[i % len(tensors)])
+            return len(rows[i % len(rows)])
+
+        def loop(i):
+            self.step(case, self.tensors(rows[i % len(rows)]))
+            return len(rows[i % len(rows)])
+
+        step_mol_s, loop_mol_s = _timed(step, seconds), _timed(loop, seconds)
         return {"step_mol_s": step_mol_s, "loop_mol_s": loop_mol_s}
 
 

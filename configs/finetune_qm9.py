@@ -38,6 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.elements = (1, 6, 7, 8, 9)  # QM9's H C N O F
     c.data.prefetch = 2  # batches (>= 1) assembled and sent to the devices ahead of the step
     c.data.workers = 0  # processes collating batches (0: the prefetch thread does)
+    c.data.buckets = 4  # dense layout (model.layout): molecule-size buckets, a program each
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "et"

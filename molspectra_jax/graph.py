@@ -8,7 +8,9 @@ device); a model sees one shard, without that axis.
 
 Edges are candidates (all intra-molecular pairs within `cutoff + skin`); encoders cut
 them to their cutoff at the positions they are given, so noise added on the device
-keeps the neighbour lists exact.
+keeps the neighbour lists exact. E is even and the two halves mirror each other: edge
+e + E/2 is edge e reversed (j -> i for i -> j), so what depends on a pair's distance
+alone is computed once per pair (padding edges mirror padding edges).
 """
 
 from __future__ import annotations

@@ -172,4 +172,7 @@ def load(workdir: str, batch_size: int = 32) -> Model:
         units = sources.resolve(config.data.source)[0].units
     stats = {k: np.asarray(v, np.float64) for k, v in arrays["stats"].items()}
     params = jax.tree.map(np.asarray, arrays["params"])
+    # Prediction batches carry candidate edges (molecules of any size, one program): the
+    # sparse layout, whatever the run trained with (the same parameters).
+    config.model.layout = "sparse"
     return Model(config, targets, units, params, batch_size=batch_size, **stats)

@@ -68,7 +68,7 @@ def _batch():
     targets = qm9.subset([row_of[int(i)] for i in part.ids]).select_targets(TARGETS)
     part = dataclasses.replace(part, targets=targets.targets, target_names=TARGETS)
     edges = candidate_edges(part, candidate_radius(config.model.cutoff, config.data.skin, 0.04))
-    atoms, n_edges = int(part.n_atoms.sum()) + 5, int(edges.n_edges.sum()) + 7
+    atoms, n_edges = int(part.n_atoms.sum()) + 5, int(edges.n_edges.sum()) + 8
     batch = collate(part, edges, [rows], Budget(1, N_MOLECULES + 2, atoms, n_edges))
     return config, part, batch
 

@@ -63,8 +63,9 @@ def candidate_radius(cutoff: float, skin: float | None, noise_sigma: float) -> f
 class Budget:
     """Per-shard slot counts; one padding graph and at least one padding atom included.
 
-    `slots` > 0 is the dense layout's (`collate` with it): every graph slot owns `slots`
-    atom slots (atoms = graphs * slots), there is no padding graph and no edge is found.
+    `edges` is even: each pair fills one slot in each half. `slots` > 0 is the dense
+    layout's (`collate` with it): every graph slot owns `slots` atom slots (atoms =
+    graphs * slots) and no edge is found.
     """
 
     n_shards: int
@@ -72,6 +73,10 @@ class Budget:
     atoms: int
     edges: int
     slots: int = 0
+
+    def __post_init__(self):
+        if self.edges % 2:
+            raise ValueError(f"{self}: edge slots must be even (a pair fills one per half)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,24 +98,27 @@ class CandidateEdges:
 def candidate_pairs(
     positions: np.ndarray, n_atoms: np.ndarray, radius: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ordered pairs i != j of each molecule closer than `radius` (Å), molecule by molecule,
-    each molecule's in row-major (sender, receiver) order.
+    """Unordered pairs i < j of each molecule closer than `radius` (Å), molecule by
+    molecule, each molecule's in row-major (i, j) order. A batch holds each pair twice,
+    (i -> j) and (j -> i), in the two halves of its edge slots (`collate`).
 
     Args:
       positions: [A, 3] float32, the atoms of g molecules back to back.
       n_atoms: [g] atoms per molecule (sum A).
 
     Returns:
-      senders, receivers: [P] int64 indices into `positions`; counts: [g] pairs per molecule.
+      first, second: [U] int64 indices into `positions` (first < second); counts: [g]
+      unordered pairs per molecule.
     """
-    within, first = _pair_mask(positions, n_atoms, radius)  # [g, n, n]
-    per_sender = within.sum(axis=2)  # [g, n]
+    within, start = _pair_mask(positions, n_atoms, radius)  # [g, n, n]
+    within &= np.triu(np.ones(within.shape[1:], bool), 1)
+    per_atom = within.sum(axis=2)  # [g, n]
     n = within.shape[-1]
-    senders = np.repeat((first[:, None] + np.arange(n)).ravel(), per_sender.ravel())
-    counts = per_sender.sum(axis=1)
-    # The True entries in row-major order: molecule, then sender, then receiver.
-    receivers = np.repeat(first, counts) + np.broadcast_to(np.arange(n), within.shape)[within]
-    return senders, receivers, counts
+    first = np.repeat((start[:, None] + np.arange(n)).ravel(), per_atom.ravel())
+    counts = per_atom.sum(axis=1)
+    # The True entries in row-major order: molecule, then i, then j.
+    second = np.repeat(start, counts) + np.broadcast_to(np.arange(n), within.shape)[within]
+    return first, second, counts
 
 
 def _pair_mask(positions, n_atoms, radius) -> tuple[np.ndarray, np.ndarray]:
@@ -185,8 +193,44 @@ def make_budget(
     if rows is not None:
         n_atoms, n_edges = n_atoms[rows], n_edges[rows]
     atoms = max(int(n_atoms.max()), math.ceil(per_shard * n_atoms.mean() * slack)) + 1
-    edge_slots = max(int(n_edges.max()), math.ceil(per_shard * n_edges.mean() * slack)) + 1
+    edge_slots = max(int(n_edges.max()), math.ceil(per_shard * n_edges.mean() * slack)) + 2
+    edge_slots += edge_slots % 2  # two halves (`collate`)
     return Budget(n_shards=n_shards, graphs=per_shard + 1, atoms=atoms, edges=edge_slots)
+
+
+# Dense-layout batches are sorted by size bucket within windows of this many batches.
+BUCKET_WINDOW = 16
+
+
+def dense_budget(budget: Budget, slots: int) -> Budget:
+    """The dense layout's shape for one bucket: `budget.graphs` molecule blocks of
+    `slots` atom slots per shard, no edges (two padding slots)."""
+    return Budget(budget.n_shards, budget.graphs, budget.graphs * slots, 2, slots)
+
+
+def dense_buckets(n_atoms: np.ndarray, count: int) -> tuple[int, ...]:
+    """At most `count` slot counts (ascending; the last the largest molecule) that
+    minimise the padded pair slots sum_m bucket(m)^2 of molecules of `n_atoms` atoms: an
+    exact dynamic programme over the distinct sizes."""
+    sizes, freq = np.unique(np.asarray(n_atoms, np.int64), return_counts=True)
+    k, s = min(count, len(sizes)), len(sizes)
+    below = np.concatenate([[0], np.cumsum(freq)])  # molecules of sizes[:i]
+    # cost[i, j]: sizes[i..j] all padded to sizes[j]
+    cost = (below[None, 1:] - below[:-1, None]) * sizes[None, :] ** 2.0
+    best = np.full((k + 1, s + 1), np.inf)
+    best[0, 0] = 0.0
+    cut = np.zeros((k + 1, s + 1), np.int64)
+    for b in range(1, k + 1):
+        for j in range(1, s + 1):
+            options = best[b - 1, :j] + cost[np.arange(j), j - 1]
+            cut[b, j] = int(np.argmin(options))
+            best[b, j] = options[cut[b, j]]
+    b = int(np.argmin(best[1:, s])) + 1
+    edges, j = [], s
+    while j > 0:
+        edges.append(int(sizes[j - 1]))
+        j, b = cut[b, j], b - 1
+    return tuple(sorted(edges))
 
 
 def pack_shard(
@@ -263,13 +307,14 @@ def collate(
         graph.atom_mask[s, slot] = True
         graph.graph_mask[s, :g] = True
         if not budget.slots:
-            senders, receivers, _ = candidate_pairs(graph.positions[s, :a], na, edges.radius)
-            e = len(senders)
-            if e > e_:
-                raise ValueError(f"{e} candidate edges exceed the budget of {e_} ({budget})")
-            graph.senders[s, :e] = senders
-            graph.receivers[s, :e] = receivers
-            graph.edge_mask[s, :e] = True
+            # Pair (i, j) in slot e of the first half, (j, i) in slot e of the second.
+            first, second, _ = candidate_pairs(graph.positions[s, :a], na, edges.radius)
+            u, half = len(first), e_ // 2
+            if 2 * u > e_:
+                raise ValueError(f"{2 * u} candidate edges exceed the budget of {e_} ({budget})")
+            graph.senders[s, :u], graph.receivers[s, :u] = first, second
+            graph.senders[s, half : half + u], graph.receivers[s, half : half + u] = second, first
+            graph.edge_mask[s, :u] = graph.edge_mask[s, half : half + u] = True
         batch.molecule_index[s, :g] = rows if index is None else index[s]
         batch.targets[s, :g] = dataset.targets[rows]
         if k_:
@@ -293,6 +338,12 @@ class BatchIterator:
     Multi-host: every process walks the same order and packs all `budget.n_shards`
     shards of the global batch (cheap index arithmetic), then collates only its own
     `n_shards / process_count` of them, so hosts see disjoint molecules and stay in step.
+
+    `buckets` (slot counts, ascending) makes dense-layout batches: each molecule goes to
+    the smallest bucket that holds it, the epoch order is sorted by bucket within windows
+    of BUCKET_WINDOW batches (still shuffled across the epoch), and a batch takes up to
+    `n_shards * budget.graphs` consecutive molecules of one bucket, in that bucket's
+    static shape (`dense_budget`): one compiled program per bucket.
     """
 
     def __init__(
@@ -306,6 +357,7 @@ class BatchIterator:
         shuffle: bool = True,
         process_index: int = 0,
         process_count: int = 1,
+        buckets: tuple[int, ...] = (),
     ):
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
@@ -319,6 +371,17 @@ class BatchIterator:
         self.local_shards = slice(process_index * local, (process_index + 1) * local)
         self.epoch, self.cursor = 0, 0
         self._cached_order = None  # (epoch, order)
+        self.buckets = tuple(int(b) for b in buckets)
+        if self.buckets:
+            if list(self.buckets) != sorted(set(self.buckets)):
+                raise ValueError(f"buckets {self.buckets} must ascend")
+            if self.n_atoms.max(initial=0) > self.buckets[-1]:
+                raise ValueError(
+                    f"a molecule of {self.n_atoms.max()} atoms fits no bucket of {self.buckets}"
+                )
+            self.bucket_of = np.searchsorted(self.buckets, self.n_atoms)  # [len(rows)]
+            self.budgets = [dense_budget(budget, b) for b in self.buckets]
+            self.budget = self.budgets[-1]
 
     def __len__(self) -> int:
         """Molecules per epoch."""
@@ -330,7 +393,12 @@ class BatchIterator:
         if self._cached_order is None or self._cached_order[0] != self.epoch:
             n = len(self.rows)
             rng = np.random.default_rng([self.seed, self.epoch])
-            self._cached_order = (self.epoch, rng.permutation(n) if self.shuffle else np.arange(n))
+            order = rng.permutation(n) if self.shuffle else np.arange(n)
+            if self.buckets:  # stable sort by bucket within windows of the order
+                window = BUCKET_WINDOW * self.budget.n_shards * self.budget.graphs
+                key = np.arange(n) // window * len(self.buckets) + self.bucket_of[order]
+                order = order[np.argsort(key, kind="stable")]
+            self._cached_order = (self.epoch, order)
         return self._cached_order[1]
 
     def state(self) -> dict[str, int]:
@@ -350,25 +418,33 @@ class BatchIterator:
         yield from self
 
     def __next__(self) -> GraphBatch:
-        rows, index = self.plan()
-        return collate(self.dataset, self.edges, rows, self.budget, index)
+        rows, index, budget = self.plan()
+        return collate(self.dataset, self.edges, rows, budget, index)
 
-    def plan(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def plan(self) -> tuple[list[np.ndarray], list[np.ndarray], Budget]:
         """Advance by one batch without building it: (dataset rows, positions in `rows`)
-        of each of this process's shards; `collate` builds it (`__next__` does both)."""
+        of each of this process's shards, and the batch's budget; `collate` builds it
+        (`__next__` does both)."""
         order = self._order()
         if self.cursor >= len(order):
             if not self.shuffle:
                 raise StopIteration
             self.epoch, self.cursor = self.epoch + 1, 0
             order = self._order()
-        shards = []
-        for _ in range(self.budget.n_shards):
-            stop = pack_shard(order, self.cursor, self.n_atoms, self.n_edges, self.budget)
+        budget, shards = self.budget, []
+        if self.buckets:  # one bucket's run of molecules, shard after shard
+            bucket = self.bucket_of[order[self.cursor]]
+            budget, g = self.budgets[bucket], self.budget.graphs
+            run = order[self.cursor : self.cursor + budget.n_shards * g]
+            run = run[: np.argmin(np.append(self.bucket_of[run] == bucket, False))]
+            shards = [run[k * g : (k + 1) * g] for k in range(budget.n_shards)]
+            self.cursor += len(run)
+        for _ in range(budget.n_shards - len(shards)):
+            stop = pack_shard(order, self.cursor, self.n_atoms, self.n_edges, budget)
             shards.append(order[self.cursor : stop])
             self.cursor = stop
         local = shards[self.local_shards]
-        return [self.rows[p] for p in local], local
+        return [self.rows[p] for p in local], local, budget
 
 
 def padding_fraction(batch: GraphBatch) -> dict[str, float]:

@@ -9,8 +9,10 @@ import numpy as np
 from molspectra_jax.data.batching import (
     BatchIterator,
     Budget,
+    CandidateEdges,
     candidate_edges,
     candidate_radius,
+    dense_buckets,
     make_budget,
 )
 from molspectra_jax.data.records import MoleculeDataset, check_molecule
@@ -47,6 +49,7 @@ def make_iterators(
     label: str,
     rows: dict[str, np.ndarray] | None = None,
     noise_sigma: float = 0.0,
+    layout: str = "sparse",
     process_index: int = 0,
     process_count: int = 1,
 ) -> dict[str, BatchIterator]:
@@ -62,15 +65,24 @@ def make_iterators(
       rows: {split: dataset rows} when the splits are rows of one dataset too large to
         copy (`splits[name]` is then that whole dataset, validated and counted once).
       noise_sigma: Å per coordinate the train step adds to the positions (0: none).
+      layout: the encoder's ("sparse": candidate edges within budgets; "dense": molecule
+        blocks in `config.buckets` size buckets, shared by every split, no edges).
     """
+    if layout not in ("sparse", "dense"):
+        raise ValueError(f"unknown layout {layout!r}; choose sparse or dense")
     radius = candidate_radius(cutoff, config.skin, noise_sigma)
     edges, checked = {}, {}
     for name, dataset in splits.items():
         if id(dataset) not in checked:  # a dataset shared by several splits: once
             validate(dataset, f"{label}:{name}", config.elements, None)
-            checked[id(dataset)] = candidate_edges(dataset, radius)
+            if layout == "dense":  # every pair of a block: nothing to count
+                checked[id(dataset)] = CandidateEdges(np.zeros(len(dataset), np.int32), 0.0)
+            else:
+                checked[id(dataset)] = candidate_edges(dataset, radius)
         edges[name] = checked[id(dataset)]
     rows = rows or {}
+    if layout == "dense":
+        return _dense_iterators(splits, edges, rows, config, n_shards, process_index, process_count)
     budgets = {
         name: make_budget(
             dataset,
@@ -101,6 +113,32 @@ def make_iterators(
         )
         for name, dataset in splits.items()
     }
+
+
+def _dense_iterators(splits, edges, rows, config, n_shards, process_index, process_count):
+    """Dense-layout iterators: one set of size buckets over every split's molecules."""
+    sizes = np.concatenate(
+        [d.n_atoms if rows.get(n) is None else d.n_atoms[rows[n]] for n, d in splits.items()]
+    )
+    buckets = dense_buckets(sizes, config.buckets)
+    iterators = {}
+    for name, dataset in splits.items():
+        batch = config.batch_size if name == "train" else config.eval_batch_size
+        if batch % n_shards:
+            raise ValueError(f"batch size {batch} is not divisible by {n_shards} shards")
+        graphs = batch // n_shards
+        iterators[name] = BatchIterator(
+            dataset,
+            edges[name],
+            Budget(n_shards, graphs, graphs * buckets[-1], 2, buckets[-1]),
+            rows=rows.get(name),
+            seed=config.shuffle_seed,
+            shuffle=name == "train",
+            process_index=process_index,
+            process_count=process_count,
+            buckets=buckets,
+        )
+    return iterators
 
 
 def mean_predictor_mae(

@@ -20,7 +20,7 @@ import multiprocessing
 from molspectra_jax.data.batching import BatchIterator, GraphBatch, collate
 from molspectra_jax.data.molstore import ARRAYS, open_store
 
-_WORKER: dict = {}  # in each worker: the dataset, edges and budget it collates from
+_WORKER: dict = {}  # in each worker: the dataset and edges it collates from
 
 
 class ParallelBatches:
@@ -43,7 +43,7 @@ class ParallelBatches:
             workers,
             mp_context=multiprocessing.get_context("spawn"),  # the caller holds JAX's threads
             initializer=_start_worker,
-            initargs=(_portable(iterator.dataset), iterator.edges, iterator.budget),
+            initargs=(_portable(iterator.dataset), iterator.edges),
         )
 
     def __iter__(self) -> ParallelBatches:
@@ -59,10 +59,10 @@ class ParallelBatches:
 
     def _plan_one(self) -> bool:
         try:
-            rows, index = self._iterator.plan()
+            rows, index, budget = self._iterator.plan()
         except StopIteration:
             return False
-        future = self._pool.submit(_collate, rows, index)
+        future = self._pool.submit(_collate, rows, index, budget)
         self._pending.append((future, self._iterator.state()))
         return True
 
@@ -83,12 +83,12 @@ def _portable(dataset) -> tuple[dict | None, object]:
     return {f.name: getattr(dataset, f.name) for f in fields if f.name not in ARRAYS}, None
 
 
-def _start_worker(portable, edges, budget) -> None:
+def _start_worker(portable, edges) -> None:
     unmapped, dataset = portable
     if unmapped is not None:
         dataset = dataclasses.replace(open_store(unmapped["store"]), **unmapped)
-    _WORKER.update(dataset=dataset, edges=edges, budget=budget)
+    _WORKER.update(dataset=dataset, edges=edges)
 
 
-def _collate(rows, index) -> GraphBatch:
-    return collate(_WORKER["dataset"], _WORKER["edges"], rows, _WORKER["budget"], index)
+def _collate(rows, index, budget) -> GraphBatch:
+    return collate(_WORKER["dataset"], _WORKER["edges"], rows, budget, index)

@@ -112,7 +112,9 @@ class RadialBasis(nn.Module):
 
 
 class SparsePairs(NamedTuple):
-    """Pairs as edge lists: pair arrays are [E, ...], sender j and receiver i index atoms."""
+    """Pairs as edge lists: pair arrays are [E, ...], sender j and receiver i index atoms;
+    edge e + E/2 mirrors edge e (`Graph`), so features of the distance alone are [E/2, ...].
+    """
 
     senders: jax.Array  # [E] int32
     receivers: jax.Array  # [E] int32
@@ -129,6 +131,10 @@ class SparsePairs(NamedTuple):
     def aggregate(self, m: jax.Array) -> jax.Array:
         """[E, ...] pair messages -> [N, ...] summed over the senders of each receiver."""
         return jax.ops.segment_sum(m, self.receivers, num_segments=self.n_atoms)
+
+    def mirror(self, a: jax.Array) -> jax.Array:
+        """[E/2, ...] features of the first half's pairs -> [E, ...] of both halves."""
+        return jnp.concatenate([a, a], axis=0)
 
 
 class DensePairs(NamedTuple):
@@ -150,6 +156,10 @@ class DensePairs(NamedTuple):
     def aggregate(self, m: jax.Array) -> jax.Array:
         """[G, n, n, ...] -> [G n, ...] summed over senders j."""
         return m.sum(2).reshape(self.n_graphs * self.n_slots, *m.shape[3:])
+
+    def mirror(self, a: jax.Array) -> jax.Array:
+        """Pair features are already [G, n, n, ...] (both orders of every pair)."""
+        return a
 
 
 LAYOUTS = ("sparse", "dense")
@@ -266,7 +276,7 @@ class NeighborEmbedding(nn.Module):
     def __call__(self, x, atomic_numbers, rbf, edge_weight, pairs):
         dense = functools.partial(nn.Dense, kernel_init=dense_init, dtype=self.dtype)
         distance_proj = dense(self.hidden, name="distance_proj")
-        filters = distance_proj(rbf) * edge_weight[..., None]  # [P..., F]
+        filters = pairs.mirror(distance_proj(rbf)) * edge_weight[..., None]  # [P..., F]
         embed = nn.Embed(self.max_z, self.hidden, embedding_init=embed_init, name="embedding")
         messages = filters * pairs.source(embed(atomic_numbers))  # [P..., F]
         aggregated = pairs.aggregate(messages)  # [N, F]
@@ -293,7 +303,11 @@ class EquivariantAttention(nn.Module):
     dtype: Any = None  # of the dense layers (None: that of their inputs and parameters)
 
     @nn.compact
-    def __call__(self, x, vec, rbf, unit, edge_weight, real, pairs, self_pair=None):
+    def __call__(
+        self, x, vec, rbf, unit, edge_weight, real, pairs, self_pair=None, zero_vectors=False
+    ):
+        """`zero_vectors`: `vec` is known to be all zeros (the first layer), so the
+        per-pair vec_j terms, exactly zero, are not computed."""
         n, f, h = x.shape[0], self.hidden, self.num_heads
         d = f // h
         dense = functools.partial(nn.Dense, kernel_init=dense_init, dtype=self.dtype)
@@ -310,13 +324,14 @@ class EquivariantAttention(nn.Module):
         dk_proj = dense(f, name="dk") if keys else None
         dv_proj = dense(3 * f, name="dv") if values else None
 
-        def messages(q_i, k_j, v_j, vec_j, rbf, unit, weight):
+        def messages(q_i, k_j, v_j, vec_j, rbf, unit, weight, mirror):
             """Per-pair scalar [P..., F] and vector [P..., 3, F] messages j -> i (P... the
-            pair shape of `rbf`; atom inputs broadcast to it)."""
-            pair = rbf.shape[:-1]
+            pair shape of `weight`; atom inputs broadcast to it; `mirror` takes what `rbf`
+            gives to it)."""
+            pair = weight.shape
             scores = q_i * k_j
             if keys:
-                scores = scores * self.activation(dk_proj(rbf)).reshape(*pair, h, d)
+                scores = scores * mirror(self.activation(dk_proj(rbf))).reshape(*pair, h, d)
             attention = self.attn_activation(jnp.sum(scores, -1))  # [P..., H]
             # weight is the cosine cutoff, 0 for padding and out-of-cutoff pairs.
             if self.vector_cutoff:
@@ -324,20 +339,24 @@ class EquivariantAttention(nn.Module):
             else:
                 attention = attention * weight[..., None]
             if values:
-                v_j = v_j * self.activation(dv_proj(rbf)).reshape(*pair, h, 3 * d)
+                v_j = v_j * mirror(self.activation(dv_proj(rbf))).reshape(*pair, h, 3 * d)
             x_msg, v1, v2 = jnp.split(v_j, 3, axis=-1)  # [P..., H, D] each
             x_msg = x_msg * attention[..., None]
             x_msg, v1, v2 = (a.reshape(*a.shape[:-2], f) for a in (x_msg, v1, v2))
-            return x_msg, vec_j * v1[..., None, :] + v2[..., None, :] * unit[..., :, None]
+            vec_msg = v2[..., None, :] * unit[..., :, None]  # [P..., 3, F]
+            if vec_j is not None:
+                vec_msg = vec_msg + vec_j * v1[..., None, :]
+            return x_msg, vec_msg
 
         x_msg, vec_msg = messages(
             pairs.target(q),
             pairs.source(k),
             pairs.source(v),
-            pairs.source(vec),
+            None if zero_vectors else pairs.source(vec),
             rbf,
             unit,
             edge_weight,
+            pairs.mirror,
         )
         vec_msg = vec_msg * real[..., None, None]  # padding and out-of-cutoff pairs: nothing
         x_agg = pairs.aggregate(x_msg)  # [N, F]
@@ -345,7 +364,9 @@ class EquivariantAttention(nn.Module):
         if self_pair is not None:
             rbf0 = jnp.broadcast_to(self_pair[0], (n, self_pair[0].shape[-1]))
             weight0 = jnp.full((n,), self_pair[1], x.dtype)
-            x_self, vec_self = messages(q, k, v, vec, rbf0, jnp.zeros((n, 3)), weight0)
+            no_mirror = lambda a: a  # noqa: E731 (per-atom features already)
+            vec_i = None if zero_vectors else vec
+            x_self, vec_self = messages(q, k, v, vec_i, rbf0, jnp.zeros((n, 3)), weight0, no_mirror)
             x_agg, vec_agg = x_agg + x_self, vec_agg + vec_self
         o1, o2, o3 = jnp.split(dense(3 * f, name="o")(x_agg), 3, -1)
         dx = vec_dot * o2 + o3
@@ -358,7 +379,7 @@ class PairGeometry(NamedTuple):
     """What the layers need of the pairs, in one layout (P... = [E] or [G, n, n])."""
 
     pairs: SparsePairs | DensePairs
-    rbf: jax.Array  # [P..., K] radial basis, 0 off real pairs
+    rbf: jax.Array  # [P..., K] radial basis (sparse: of the first half [E/2, K]), 0 off pairs
     unit: jax.Array  # [P..., 3] unit vectors receiver -> sender, 0 off real pairs
     weight: jax.Array  # [P...] attention cutoff weights (dense: self-pairs included)
     real: jax.Array  # [P...] bool, pairs that carry messages (dense: self-pairs included)
@@ -366,18 +387,21 @@ class PairGeometry(NamedTuple):
     self_pair: tuple | None  # sparse: (basis [K], weight) of every atom's self-pair
 
 
-def _pair_features(edge_vec, candidate, radial, upper, lower, max_neighbors, cap):
-    """(distance, rbf, unit, weight, real) of pairs [P..., 3] cut to [lower, upper) Å."""
+def _pair_features(edge_vec, candidate, upper, lower, max_neighbors, cap):
+    """(distance, unit, weight, real) of pairs [P..., 3] cut to [lower, upper) Å."""
     distance = safe_norm(edge_vec)  # [P...]
     real = candidate & (distance < upper) & (distance >= lower) & (distance > 0)
     if max_neighbors > 0:
         real = cap(real, distance)
-    distance = jnp.where(real, distance, upper)  # padding -> harmless value
-    weight = cosine_cutoff(distance, upper, lower) * real
-    rbf = radial(distance) * real[..., None]
+    weight = cosine_cutoff(jnp.where(real, distance, upper), upper, lower) * real
     safe = jnp.where(real[..., None], edge_vec, 1.0)
     sh = e3nn.spherical_harmonics("1o", safe, normalize=True, normalization="norm").array
-    return rbf, sh * real[..., None], weight, real
+    return distance, sh * real[..., None], weight, real
+
+
+def _basis(radial, distance, real, upper):
+    """[P..., K] radial basis of the pairs `real`, 0 elsewhere (at the cutoff meanwhile)."""
+    return radial(jnp.where(real, distance, upper)) * real[..., None]
 
 
 def sparse_geometry(graph, radial, upper, lower, max_neighbors, self_loops) -> PairGeometry:
@@ -386,15 +410,18 @@ def sparse_geometry(graph, radial, upper, lower, max_neighbors, self_loops) -> P
     assert graph.positions.shape == (n, 3) and receivers.shape == graph.edge_mask.shape
     edge_vec = graph.positions[senders] - graph.positions[receivers]  # [E, 3]
     # Candidate edges are cut to the true cutoff here, at the positions the model sees.
-    rbf, unit, weight, real = _pair_features(
+    distance, unit, weight, real = _pair_features(
         edge_vec,
         graph.edge_mask,
-        radial,
         upper,
         lower,
         max_neighbors,
         lambda real, d: _nearest_neighbors(real, d, receivers, n, max_neighbors),
     )
+    # The basis once per pair: edge e + E/2 mirrors edge e (same distance; the neighbour
+    # cap may keep one direction only, the other's messages are masked anyway).
+    half = senders.shape[0] // 2
+    rbf = _basis(radial, distance[:half], real[:half] | real[half:], upper)  # [E/2, K]
     self_pair = None
     if self_loops:
         zero = jnp.zeros((1,), rbf.dtype)
@@ -405,7 +432,7 @@ def sparse_geometry(graph, radial, upper, lower, max_neighbors, self_loops) -> P
 
 def dense_geometry(graph, radial, upper, lower, max_neighbors, self_loops) -> PairGeometry:
     """Pairs of every two atom slots of a molecule block: the graph holds G molecules of
-    n = N / G slots each (`batching.collate_dense`); its edge arrays are not read. The
+    n = N / G slots each (`batching.collate`, `Budget.slots`); its edges are not read. The
     self-pair is the block's diagonal (distance 0, no direction)."""
     g = graph.n_graphs
     n = graph.n_atoms // g
@@ -415,15 +442,15 @@ def dense_geometry(graph, radial, upper, lower, max_neighbors, self_loops) -> Pa
     mask = graph.atom_mask.reshape(g, n)
     edge_vec = positions[:, None, :, :] - positions[:, :, None, :]  # [G, i, j, 3]: r_j - r_i
     both = mask[:, :, None] & mask[:, None, :]  # [G, n, n]
-    rbf, unit, weight, real = _pair_features(
+    distance, unit, weight, real = _pair_features(
         edge_vec,
         both,
-        radial,
         upper,
         lower,
         max_neighbors,
         lambda real, d: _nearest_neighbors_dense(real, d, max_neighbors),
     )
+    rbf = _basis(radial, distance, real, upper)  # [G, n, n, K]
     neighbor_weight = weight
     if self_loops:
         diagonal = jnp.eye(n, dtype=bool) & both  # real atoms' self-pairs
@@ -522,7 +549,7 @@ class EquivariantTransformer(nn.Module):
                 compute,
                 name=f"layer_{i}",
             )
-            dx, dvec = layer(x, vec, rbf, unit, weight, real, pairs, self_pair)
+            dx, dvec = layer(x, vec, rbf, unit, weight, real, pairs, self_pair, i == 0)
             x, vec = x + dx, vec + dvec
             if self.layer_norms:
                 x = nn.LayerNorm(epsilon=1e-5, name=f"x_norm_{i}")(x)

@@ -135,6 +135,7 @@ def setup(config, mesh) -> loop.Run:
         n_shards,
         label=source.name,
         noise_sigma=noise_sigma,
+        layout=config.model.get("layout", "sparse"),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )

@@ -67,6 +67,7 @@ def setup(config, mesh) -> loop.Run:
         label=label,
         rows=rows,
         noise_sigma=config.loss.noise_sigma,
+        layout=config.model.get("layout", "sparse"),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )

@@ -41,24 +41,28 @@ def pair_set(positions, radius):
 
 
 def molecule_edges(dataset, radius, m):
-    """Candidate pairs of molecule m (molecule-local indices), as collate finds them."""
+    """Candidate edges of molecule m (molecule-local indices), both directions of each
+    pair collate finds."""
     _, pos = dataset.molecule(m)
-    senders, receivers, _ = candidate_pairs(pos, [len(pos)], radius)
-    return set(zip(senders.tolist(), receivers.tolist(), strict=True))
+    first, second, _ = candidate_pairs(pos, [len(pos)], radius)
+    pairs = set(zip(first.tolist(), second.tolist(), strict=True))
+    return pairs | {(j, i) for i, j in pairs}
 
 
 def test_candidate_pairs_match_brute_force_in_row_major_order(qm9_sample, edges):
+    """Unordered pairs i < j, row-major; the edge counts are both directions of them."""
     assert edges.radius == CUTOFF + SKIN
     rows = np.arange(0, len(qm9_sample), 7)
     part = qm9_sample.subset(rows)
     senders, receivers, counts = candidate_pairs(part.positions, part.n_atoms, CUTOFF + SKIN)
-    np.testing.assert_array_equal(counts, edges.n_edges[rows])
+    np.testing.assert_array_equal(2 * counts, edges.n_edges[rows])
+    assert np.all(senders < receivers)
     owner = np.repeat(np.arange(len(rows)), counts)
     for m in range(len(rows)):
         _, pos = part.molecule(m)
         first = part.offsets[m]
         s, r = senders[owner == m] - first, receivers[owner == m] - first
-        brute = pair_set(pos.astype(np.float64), CUTOFF + SKIN)
+        brute = {(i, j) for i, j in pair_set(pos.astype(np.float64), CUTOFF + SKIN) if i < j}
         assert set(zip(s.tolist(), r.tolist(), strict=True)) == brute
         key = s * 1000 + r  # the order np.nonzero of the [n, n] distance mask gives
         assert np.all(np.diff(key) > 0)
@@ -128,8 +132,15 @@ def check_batch(batch, dataset, edges, budget):
         # Budgets: one graph slot and one atom slot are always padding.
         assert gmask.sum() <= g_ - 1 and not gmask[-1]
         assert atoms.sum() <= n_ - 1 and not atoms[-1]
-        # Real slots first, padding after.
-        assert np.all(atoms[: atoms.sum()]) and np.all(emask[: emask.sum()])
+        # Real slots first, padding after; edges in two halves, each the other reversed.
+        half, u = e_ // 2, emask.sum() // 2
+        assert np.all(atoms[: atoms.sum()]) and np.all(emask[:u]) and np.all(emask[half:][:u])
+        assert not emask[u:half].any() and not emask[half + u :].any()
+        mirrored = batch.graph.senders[s][:half], batch.graph.receivers[s][half:]
+        np.testing.assert_array_equal(*mirrored)
+        np.testing.assert_array_equal(
+            batch.graph.receivers[s][:half], batch.graph.senders[s][half:]
+        )
         assert np.all(gmask[: gmask.sum()])
         # Padding atoms belong to the last graph slot, carry zeros.
         assert np.all(batch.graph.graph_index[s][~atoms] == g_ - 1)

@@ -55,7 +55,7 @@ def _ours(hparams: dict, state: dict, fixture: dict):
     out = model.predict(dataset)
     edges = candidate_edges(dataset, config.model.cutoff)
     n = len(dataset.atomic_numbers)
-    budget = Budget(1, len(dataset) + 1, n + 3, int(edges.n_edges.sum()) + 5)
+    budget = Budget(1, len(dataset) + 1, n + 3, int(edges.n_edges.sum()) + 6)
     batch = collate(dataset, edges, [np.arange(len(dataset))], budget)
     graph = jax.tree.map(lambda x: jnp.asarray(x[0]), batch.graph)
     x, vec = build_encoder(config.model).apply({"params": params["encoder"]}, graph)

@@ -28,14 +28,14 @@ OPTIONS = {
 def sparse_shard(dataset, rows) -> Graph:
     edges = candidate_edges(dataset, 6.0)
     n = int(dataset.n_atoms[rows].sum())
-    budget = Budget(1, len(rows) + 1, n + 3, int(edges.n_edges[rows].sum()) + 5)
+    budget = Budget(1, len(rows) + 1, n + 3, int(edges.n_edges[rows].sum()) + 6)
     return jax.tree.map(lambda x: jnp.asarray(x[0]), collate(dataset, edges, [rows], budget).graph)
 
 
 def dense_shard(dataset, rows, slots=None, graphs=None) -> Graph:
     slots = slots or int(dataset.n_atoms[rows].max()) + 2  # padding atoms in every block
     graphs = graphs or len(rows) + 1  # and a padding block
-    budget = Budget(1, graphs, graphs * slots, 1, slots)
+    budget = Budget(1, graphs, graphs * slots, 2, slots)
     batch = collate(dataset, candidate_edges(dataset, 6.0), [rows], budget)
     return jax.tree.map(lambda x: jnp.asarray(x[0]), batch.graph)
 

@@ -4,8 +4,8 @@
 # tensorboardX or qm9pack). Carried alongside the repo:
 #   .whl/  wheels of e3nn-jax, ml-collections, tensorboardX (pip download --no-deps)
 #   .gpu/  qm9_v1.npz, the converted QM9 cache (so qm9pack is not needed there)
-# Writes bench_gpu.json, pipeline_gpu.json and comparison.json into $OUT (default:
-# ./gpu_results).
+# Writes bench_gpu.json, pipeline_gpu.json, comparison.json and versus_<layout>_<dtype>.json
+# into $OUT (default: ./gpu_results).
 set -uo pipefail
 OUT=${OUT:-gpu_results}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -24,5 +24,11 @@ python3 -m benchmarks.input_pipeline --workers 0,2,4,8 --batches 300 \
   --synthetic_dir /tmp/synthetic --out "$OUT/pipeline_gpu.json" 2>&1 \
   | grep -v -E "^[IW][0-9]{4} " | tail -3
 python3 -m benchmarks.train_step --configs small,paper --steps 30 --batch_size 128 \
-  --dtypes float32,bfloat16 \
+  --dtypes float32,bfloat16 --layouts sparse,dense \
   --out "$OUT/bench_gpu.json" 2>&1 | grep -v -E "^[IW][0-9]{4} " | tail -30
+# The speed comparison's JAX side (torch is not installed here), both layouts, fp32/bf16.
+for layout in sparse dense; do for dtype in float32 bfloat16; do
+  python3 -m benchmarks.versus_torchmdnet --impls molspectra-jax --threads "$(nproc)" \
+    --model=layout=$layout --model=dtype=$dtype --out "$OUT/versus_${layout}_${dtype}.json" \
+    2>&1 | grep "^|"
+done; done

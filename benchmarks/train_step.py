@@ -3,6 +3,7 @@
   python -m benchmarks.train_step --configs small,paper --steps 20 --out bench.json
   python -m benchmarks.train_step --step pretrain     # denoise + MPR + contrast step
   python -m benchmarks.train_step --dtypes float32,bfloat16  # bf16 dense layers
+  python -m benchmarks.train_step --layouts sparse,dense     # the ET's two pair layouts
   XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m benchmarks.train_step ...
 
 `small` is configs/finetune_qm9.py:cpu, `paper` the paper-sized encoder (256 hidden,
@@ -24,6 +25,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
+from benchmarks.warmup import compile_every_shape
 from configs import finetune_qm9, pretrain_qm9s
 from molspectra_jax.data.batching import padding_fraction
 from molspectra_jax.data.prefetch import Prefetcher
@@ -35,18 +37,28 @@ _BATCH = flags.DEFINE_integer("batch_size", 0, "Override the config's batch size
 _OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
 _STEP = flags.DEFINE_enum("step", "finetune", ["finetune", "pretrain"], "Which train step.")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32"], "model.dtype values: float32, bfloat16.")
+_LAYOUTS = flags.DEFINE_list("layouts", ["sparse"], "model.layout values: sparse, dense.")
 
 
-def build_run(step: str, name: str, batch_size: int, steps: int, dtype: str = "float32"):
+def _stride(layout: str) -> int:
+    """Timed batches are every `stride`-th: the dense layout sorts its size buckets within
+    windows of 16 batches, so consecutive ones are not a fair sample of the data."""
+    return 8 if layout == "dense" else 1
+
+
+def build_run(
+    step: str, name: str, batch_size: int, steps: int, dtype: str = "float32", layout="sparse"
+):
     """(config, Run) of the fine-tuning or the stage-2 pre-training step, built by `setup`."""
     task = pretrain if step == "pretrain" else finetune
     base = pretrain_qm9s if step == "pretrain" else finetune_qm9
     config = base.get_config("cpu" if name == "small" else None)
     config.model.dtype = dtype
+    config.model.layout = layout
     if batch_size:
         config.data.batch_size = batch_size
     if step == "finetune":
-        config.data.n_train = config.data.batch_size * (steps + 2)
+        config.data.n_train = config.data.batch_size * (steps + 2) * _stride(layout)
         config.data.n_test = 64
     config.data.n_valid = 64
     return config, task.setup(config, sharding.make_mesh())
@@ -60,11 +72,12 @@ def step_flops(step_fn, state, batch) -> float | None:
     return None if flops is None else float(flops)
 
 
-def measure(name: str, steps: int, batch_size: int, dtype: str) -> dict:
-    config, run = build_run(_STEP.value, name, batch_size, steps, dtype)
+def measure(name: str, steps: int, batch_size: int, dtype: str, layout: str) -> dict:
+    config, run = build_run(_STEP.value, name, batch_size, steps, dtype, layout)
     mesh, step_fn = run.mesh, run.step_fn
     state = sharding.replicate(run.state, mesh)
-    host = [next(run.iterators["train"]) for _ in range(steps + 1)]
+    stride = _stride(layout)
+    host = [next(run.iterators["train"]) for _ in range(stride * (steps + 1))][::stride]
     batches = [sharding.global_batch(b, mesh) for b in host]
 
     t0 = time.perf_counter()  # compile_s: lowering and compilation (reused by the call)
@@ -72,6 +85,7 @@ def measure(name: str, steps: int, batch_size: int, dtype: str) -> dict:
     state, metrics = step_fn(state, batches[0])
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - t0
+    state = compile_every_shape(run, state, batches[1:])  # the dense layout's buckets
     losses = [metrics["loss"]]  # the same seed and batches for every dtype
     t0 = time.perf_counter()
     for batch in batches[1:]:
@@ -104,6 +118,8 @@ def measure(name: str, steps: int, batch_size: int, dtype: str) -> dict:
     return {
         "config": name,
         "dtype": dtype,
+        "layout": layout,
+        "programs": step_fn._cache_size(),
         "hidden": config.model.hidden,
         "layers": config.model.num_layers,
         "batch_size": config.data.batch_size,
@@ -130,9 +146,10 @@ def main(argv):
         "jax": jax.__version__,
         "date": time.strftime("%Y-%m-%d"),
         "runs": [
-            measure(name, _STEPS.value, _BATCH.value, dtype)
+            measure(name, _STEPS.value, _BATCH.value, dtype, layout)
             for name in _CONFIGS.value
             for dtype in _DTYPES.value
+            for layout in _LAYOUTS.value
         ],
     }
     print(json.dumps(results, indent=2))

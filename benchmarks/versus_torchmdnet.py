@@ -34,6 +34,8 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
+from benchmarks.warmup import compile_every_shape
+
 _CASES = flags.DEFINE_list("cases", ["small:32", "small:128", "paper:32"], "config:batch pairs.")
 _IMPLS = flags.DEFINE_list("impls", ["torchmd-net", "molspectra-jax"], "Which sides to run.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Alternating measurements per case and side.")
@@ -115,17 +117,7 @@ class OurSide:
         self.jax.block_until_ready(metrics)
         compile_s = time.perf_counter() - t0
         # The dense layout compiles one program per size bucket: all before the clock.
-        shapes = {b.graph.positions.shape for b in host}
-        for _ in range(500):
-            if len(shapes) >= len(getattr(run.iterators["train"], "buckets", ())):
-                break
-            extra = next(run.iterators["train"])
-            if extra.graph.positions.shape not in shapes:
-                shapes.add(extra.graph.positions.shape)
-                state, _ = run.step_fn(state, self.sharding.global_batch(extra, mesh))
-        for ready in device[1:]:
-            state, metrics = run.step_fn(state, ready)
-        self.jax.block_until_ready(metrics)
+        state = compile_every_shape(run, state, device)
         molecules = [int(b.graph.graph_mask.sum()) for b in host]
         self.cases[config_name, batch] = dict(
             run=run, mesh=mesh, device=device, state=state, molecules=molecules, config=c

@@ -38,8 +38,9 @@ from molspectra_jax.data.records import DEFAULT_ELEMENTS, DataError, MoleculeDat
 
 FORMAT = 1
 ARRAYS = ("ids", "atomic_numbers", "positions", "offsets")
-# Candidate-edge radii counted during conversion: the default cutoff (5 Å) + skin (1 Å).
-DEFAULT_EDGE_RADII = (6.0,)
+# Candidate-edge radii counted during conversion (None: stage-1 pre-training's default,
+# the 5 Å cutoff + the skin that follows its 0.04 Å noise; `batching.candidate_radius`).
+DEFAULT_CUTOFF, DEFAULT_NOISE_SIGMA = 5.0, 0.04
 
 
 @dataclasses.dataclass
@@ -119,7 +120,7 @@ def convert(
     parse_chunk: Callable[[Any], dict],
     *,
     workers: int = 0,
-    edge_radii: Sequence[float] = DEFAULT_EDGE_RADII,
+    edge_radii: Sequence[float] | None = None,
     progress: bool = True,
 ) -> Summary:
     """Write the store `root` from `chunks`, resuming a killed conversion.
@@ -131,7 +132,8 @@ def convert(
       parse_chunk: payload -> {"ids" [m], "atomic_numbers" [a], "positions" [a, 3],
         "n_atoms" [m], "skipped" [s] str}; a top-level function when `workers` > 0.
       workers: processes parsing chunks (0: in this process).
-      edge_radii: candidate-edge radii (Å) counted into the store's cache.
+      edge_radii: candidate-edge radii (Å) counted into the store's cache (None: the
+        default stage-1 run's).
 
     Raises:
       DataError: `root` holds another conversion.
@@ -225,7 +227,9 @@ def _checked_part(part: dict, k: int) -> dict:
     }
 
 
-def _assemble(root: str, identity: dict, edge_radii: Sequence[float], progress: bool) -> None:
+def _assemble(
+    root: str, identity: dict, edge_radii: Sequence[float] | None, progress: bool
+) -> None:
     """Copy the parts, in chunk order, into the store's arrays; store.json last."""
     parts = sorted(p for p in os.listdir(os.path.join(root, "parts")) if p.endswith(".npz"))
     expected = [os.path.basename(_part_path(root, k)) for k in range(len(parts))]
@@ -256,6 +260,10 @@ def _assemble(root: str, identity: dict, edge_radii: Sequence[float], progress: 
     with files.atomic_open(os.path.join(root, "skipped.txt"), "w") as f:
         f.writelines(line.replace("\n", " ") + "\n" for line in skipped)
     molecules = _map_arrays(root, store=root)
+    if edge_radii is None:
+        from molspectra_jax.data.batching import candidate_radius
+
+        edge_radii = (candidate_radius(DEFAULT_CUTOFF, None, DEFAULT_NOISE_SIGMA),)
     for radius in edge_radii:  # into the cache the first run would otherwise fill
         edge_counts(molecules, radius)
     info = {"format": FORMAT, "molecules": m, "atoms": a, "skipped": len(skipped)}

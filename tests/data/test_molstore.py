@@ -8,10 +8,12 @@ import sys
 import numpy as np
 import pytest
 
+from configs import pretrain_qm9s
 from molspectra_jax.data import molfiles, molstore, sources
 from molspectra_jax.data.batching import (
     BatchIterator,
     candidate_edges,
+    candidate_radius,
     count_candidate_edges,
     make_budget,
 )
@@ -96,7 +98,11 @@ def test_interrupted_conversion_resumes_to_the_same_store(sdf_file, tmp_path, mo
     summary = convert(sdf_file, resumed, chunk_size=3)
     assert (summary.chunks_resumed, summary.chunks_parsed) == (2, 5)
     arrays = [f"{name}.npy" for name in molstore.ARRAYS]
-    for name in (*arrays, "skipped.txt", "store.json", "edge_counts/r6.0000.npy"):
+    # The counts the default stage-1 run reads (its cutoff, skin and noise), not recounted.
+    c = pretrain_qm9s.get_config()
+    radius = candidate_radius(c.model.cutoff, c.data.skin, c.loss.noise_sigma)
+    counts = f"edge_counts/r{radius:.4f}.npy"
+    for name in (*arrays, "skipped.txt", "store.json", counts):
         a, b = (open(os.path.join(root, name), "rb").read() for root in (resumed, reference))
         assert a == b, name
     again = convert(sdf_file, resumed, chunk_size=3)  # complete: nothing to do

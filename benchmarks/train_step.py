@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from benchmarks.warmup import compile_every_shape
+from benchmarks.warmup import compile_every_shape, sample_batches, stride
 from configs import finetune_qm9, pretrain_qm9s
 from molspectra_jax.data.batching import padding_fraction
 from molspectra_jax.data.prefetch import Prefetcher
@@ -40,12 +40,6 @@ _DTYPES = flags.DEFINE_list("dtypes", ["float32"], "model.dtype values: float32,
 _LAYOUTS = flags.DEFINE_list("layouts", ["sparse"], "model.layout values: sparse, dense.")
 
 
-def _stride(layout: str) -> int:
-    """Timed batches are every `stride`-th: the dense layout sorts its size buckets within
-    windows of 16 batches, so consecutive ones are not a fair sample of the data."""
-    return 8 if layout == "dense" else 1
-
-
 def build_run(
     step: str, name: str, batch_size: int, steps: int, dtype: str = "float32", layout="sparse"
 ):
@@ -58,7 +52,7 @@ def build_run(
     if batch_size:
         config.data.batch_size = batch_size
     if step == "finetune":
-        config.data.n_train = config.data.batch_size * (steps + 2) * _stride(layout)
+        config.data.n_train = config.data.batch_size * (steps + 2) * stride(layout)
         config.data.n_test = 64
     config.data.n_valid = 64
     return config, task.setup(config, sharding.make_mesh())
@@ -76,8 +70,7 @@ def measure(name: str, steps: int, batch_size: int, dtype: str, layout: str) -> 
     config, run = build_run(_STEP.value, name, batch_size, steps, dtype, layout)
     mesh, step_fn = run.mesh, run.step_fn
     state = sharding.replicate(run.state, mesh)
-    stride = _stride(layout)
-    host = [next(run.iterators["train"]) for _ in range(stride * (steps + 1))][::stride]
+    host = sample_batches(run.iterators["train"], steps + 1)
     batches = [sharding.global_batch(b, mesh) for b in host]
 
     t0 = time.perf_counter()  # compile_s: lowering and compilation (reused by the call)

@@ -34,7 +34,7 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from benchmarks.warmup import compile_every_shape
+from benchmarks.warmup import compile_every_shape, sample_batches
 
 _CASES = flags.DEFINE_list("cases", ["small:32", "small:128", "paper:32"], "config:batch pairs.")
 _IMPLS = flags.DEFINE_list("impls", ["torchmd-net", "molspectra-jax"], "Which sides to run.")
@@ -107,9 +107,7 @@ class OurSide:
         c.loss.noise_sigma = SIGMA
         mesh = self.sharding.make_mesh()
         run = pretrain.setup(c, mesh)
-        # Every 8th of 8 * n_batches batches: the dense layout's size buckets, sorted
-        # within windows of batches, all come in.
-        host = [next(run.iterators["train"]) for _ in range(8 * n_batches)][::8]
+        host = sample_batches(run.iterators["train"], n_batches)
         device = [self.sharding.global_batch(b, mesh) for b in host]
         state = self.sharding.replicate(run.state, mesh)
         t0 = time.perf_counter()

@@ -1,8 +1,23 @@
-"""Compile every program a run will need before a benchmark's clock starts."""
+"""What a benchmark does before its clock starts: fair batches, every program compiled."""
 
 import jax
 
 from molspectra_jax.train import sharding
+
+# The dense layout sorts its size buckets within windows of 16 batches
+# (`batching.BUCKET_WINDOW`), so consecutive batches are no fair sample: take every 8th.
+BUCKET_STRIDE = 8
+
+
+def stride(layout: str) -> int:
+    """Batches drawn per timed batch: BUCKET_STRIDE for the dense layout, else 1."""
+    return BUCKET_STRIDE if layout == "dense" else 1
+
+
+def sample_batches(iterator, count: int) -> list:
+    """`count` host batches of the train iterator, every `stride`-th for bucketed ones."""
+    step = BUCKET_STRIDE if getattr(iterator, "buckets", ()) else 1
+    return [next(iterator) for _ in range(step * count)][::step]
 
 
 def compile_every_shape(run, state, device_batches, draws: int = 500):

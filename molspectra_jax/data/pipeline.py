@@ -13,6 +13,7 @@ from molspectra_jax.data.batching import (
     candidate_edges,
     candidate_radius,
     dense_buckets,
+    dense_budget,
     make_budget,
 )
 from molspectra_jax.data.records import MoleculeDataset, check_molecule
@@ -82,24 +83,9 @@ def make_iterators(
         edges[name] = checked[id(dataset)]
     rows = rows or {}
     if layout == "dense":
-        return _dense_iterators(splits, edges, rows, config, n_shards, process_index, process_count)
-    budgets = {
-        name: make_budget(
-            dataset,
-            edges[name],
-            config.batch_size if name == "train" else config.eval_batch_size,
-            n_shards,
-            config.budget_slack,
-            rows.get(name),
-        )
-        for name, dataset in splits.items()
-    }
-    # One eval budget for every eval split: one compilation of the prediction function.
-    evals = [b for n, b in budgets.items() if n != "train"]
-    if evals:
-        fields = ("graphs", "atoms", "edges")
-        eval_budget = Budget(n_shards, *(max(getattr(b, f) for b in evals) for f in fields))
-        budgets.update({name: eval_budget for name in budgets if name != "train"})
+        budgets, buckets = _dense_budgets(splits, rows, config, n_shards)
+    else:
+        budgets, buckets = _sparse_budgets(splits, edges, rows, config, n_shards), ()
     return {
         name: BatchIterator(
             dataset,
@@ -110,35 +96,52 @@ def make_iterators(
             shuffle=name == "train",
             process_index=process_index,
             process_count=process_count,
+            buckets=buckets,
         )
         for name, dataset in splits.items()
     }
 
 
-def _dense_iterators(splits, edges, rows, config, n_shards, process_index, process_count):
-    """Dense-layout iterators: one set of size buckets over every split's molecules."""
+def _batch_size(config, name: str) -> int:
+    return config.batch_size if name == "train" else config.eval_batch_size
+
+
+def _sparse_budgets(splits, edges, rows, config, n_shards) -> dict[str, Budget]:
+    """Per-split budgets from the data; one eval budget for every eval split (one
+    compilation of the prediction function)."""
+    budgets = {
+        name: make_budget(
+            dataset,
+            edges[name],
+            _batch_size(config, name),
+            n_shards,
+            config.budget_slack,
+            rows.get(name),
+        )
+        for name, dataset in splits.items()
+    }
+    evals = [b for n, b in budgets.items() if n != "train"]
+    if evals:
+        fields = ("graphs", "atoms", "edges")
+        eval_budget = Budget(n_shards, *(max(getattr(b, f) for b in evals) for f in fields))
+        budgets.update({name: eval_budget for name in budgets if name != "train"})
+    return budgets
+
+
+def _dense_budgets(splits, rows, config, n_shards) -> tuple[dict[str, Budget], tuple[int, ...]]:
+    """Per-split budgets of the largest bucket (the iterators derive the others), and one
+    set of size buckets over every split's molecules."""
     sizes = np.concatenate(
         [d.n_atoms if rows.get(n) is None else d.n_atoms[rows[n]] for n, d in splits.items()]
     )
     buckets = dense_buckets(sizes, config.buckets)
-    iterators = {}
-    for name, dataset in splits.items():
-        batch = config.batch_size if name == "train" else config.eval_batch_size
+    budgets = {}
+    for name in splits:
+        batch = _batch_size(config, name)
         if batch % n_shards:
             raise ValueError(f"batch size {batch} is not divisible by {n_shards} shards")
-        graphs = batch // n_shards
-        iterators[name] = BatchIterator(
-            dataset,
-            edges[name],
-            Budget(n_shards, graphs, graphs * buckets[-1], 2, buckets[-1]),
-            rows=rows.get(name),
-            seed=config.shuffle_seed,
-            shuffle=name == "train",
-            process_index=process_index,
-            process_count=process_count,
-            buckets=buckets,
-        )
-    return iterators
+        budgets[name] = dense_budget(Budget(n_shards, batch // n_shards, 0, 2), buckets[-1])
+    return budgets, buckets
 
 
 def mean_predictor_mae(

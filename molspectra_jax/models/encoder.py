@@ -387,11 +387,12 @@ class PairGeometry(NamedTuple):
     self_pair: tuple | None  # sparse: (basis [K], weight) of every atom's self-pair
 
 
-def _pair_features(edge_vec, candidate, upper, lower, max_neighbors, cap):
-    """(distance, unit, weight, real) of pairs [P..., 3] cut to [lower, upper) Å."""
+def _pair_features(edge_vec, candidate, upper, lower, cap):
+    """(distance, unit, weight, real) of pairs [P..., 3] cut to [lower, upper) Å; `cap`
+    (real, distance) -> real keeps the nearest neighbours, None keeps all."""
     distance = safe_norm(edge_vec)  # [P...]
     real = candidate & (distance < upper) & (distance >= lower) & (distance > 0)
-    if max_neighbors > 0:
+    if cap is not None:
         real = cap(real, distance)
     weight = cosine_cutoff(jnp.where(real, distance, upper), upper, lower) * real
     safe = jnp.where(real[..., None], edge_vec, 1.0)
@@ -410,14 +411,10 @@ def sparse_geometry(graph, radial, upper, lower, max_neighbors, self_loops) -> P
     assert graph.positions.shape == (n, 3) and receivers.shape == graph.edge_mask.shape
     edge_vec = graph.positions[senders] - graph.positions[receivers]  # [E, 3]
     # Candidate edges are cut to the true cutoff here, at the positions the model sees.
-    distance, unit, weight, real = _pair_features(
-        edge_vec,
-        graph.edge_mask,
-        upper,
-        lower,
-        max_neighbors,
-        lambda real, d: _nearest_neighbors(real, d, receivers, n, max_neighbors),
-    )
+    cap = None
+    if max_neighbors > 0:
+        cap = functools.partial(_nearest_neighbors, receivers=receivers, n=n, k=max_neighbors)
+    distance, unit, weight, real = _pair_features(edge_vec, graph.edge_mask, upper, lower, cap)
     # The basis once per pair: edge e + E/2 mirrors edge e (same distance; the neighbour
     # cap may keep one direction only, the other's messages are masked anyway).
     half = senders.shape[0] // 2
@@ -442,14 +439,10 @@ def dense_geometry(graph, radial, upper, lower, max_neighbors, self_loops) -> Pa
     mask = graph.atom_mask.reshape(g, n)
     edge_vec = positions[:, None, :, :] - positions[:, :, None, :]  # [G, i, j, 3]: r_j - r_i
     both = mask[:, :, None] & mask[:, None, :]  # [G, n, n]
-    distance, unit, weight, real = _pair_features(
-        edge_vec,
-        both,
-        upper,
-        lower,
-        max_neighbors,
-        lambda real, d: _nearest_neighbors_dense(real, d, max_neighbors),
-    )
+    cap = None
+    if max_neighbors > 0:
+        cap = functools.partial(_nearest_neighbors_dense, k=max_neighbors)
+    distance, unit, weight, real = _pair_features(edge_vec, both, upper, lower, cap)
     rbf = _basis(radial, distance, real, upper)  # [G, n, n, K]
     neighbor_weight = weight
     if self_loops:

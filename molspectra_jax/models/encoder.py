@@ -324,10 +324,11 @@ class EquivariantAttention(nn.Module):
         dk_proj = dense(f, name="dk") if keys else None
         dv_proj = dense(3 * f, name="dv") if values else None
 
-        def messages(q_i, k_j, v_j, vec_j, rbf, unit, weight, mirror):
+        def messages(q_i, k_j, v_j, vec_j, rbf, unit, weight, real, mirror):
             """Per-pair scalar [P..., F] and vector [P..., 3, F] messages j -> i (P... the
             pair shape of `weight`; atom inputs broadcast to it; `mirror` takes what `rbf`
-            gives to it)."""
+            gives to it). Pairs not `real` (None: all are) carry nothing: their weight and
+            `unit` are 0, and their vec_j factor is masked here, at [P..., F]."""
             pair = weight.shape
             scores = q_i * k_j
             if keys:
@@ -345,6 +346,8 @@ class EquivariantAttention(nn.Module):
             x_msg, v1, v2 = (a.reshape(*a.shape[:-2], f) for a in (x_msg, v1, v2))
             vec_msg = v2[..., None, :] * unit[..., :, None]  # [P..., 3, F]
             if vec_j is not None:
+                if real is not None:
+                    v1 = v1 * real[..., None]
                 vec_msg = vec_msg + vec_j * v1[..., None, :]
             return x_msg, vec_msg
 
@@ -356,9 +359,9 @@ class EquivariantAttention(nn.Module):
             rbf,
             unit,
             edge_weight,
+            real,
             pairs.mirror,
         )
-        vec_msg = vec_msg * real[..., None, None]  # padding and out-of-cutoff pairs: nothing
         x_agg = pairs.aggregate(x_msg)  # [N, F]
         vec_agg = pairs.aggregate(vec_msg)  # [N, 3, F]
         if self_pair is not None:
@@ -366,7 +369,9 @@ class EquivariantAttention(nn.Module):
             weight0 = jnp.full((n,), self_pair[1], x.dtype)
             no_mirror = lambda a: a  # noqa: E731 (per-atom features already)
             vec_i = None if zero_vectors else vec
-            x_self, vec_self = messages(q, k, v, vec_i, rbf0, jnp.zeros((n, 3)), weight0, no_mirror)
+            x_self, vec_self = messages(
+                q, k, v, vec_i, rbf0, jnp.zeros((n, 3)), weight0, None, no_mirror
+            )
             x_agg, vec_agg = x_agg + x_self, vec_agg + vec_self
         o1, o2, o3 = jnp.split(dense(3 * f, name="o")(x_agg), 3, -1)
         dx = vec_dot * o2 + o3

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from configs import finetune_qm9, pretrain_qm9s
+from molspectra_jax.configs import finetune_qm9, pretrain_qm9s
 from molspectra_jax.data import molstore, pipeline, sources
 from molspectra_jax.data.prefetch import Prefetcher
 from molspectra_jax.data.qm9 import load_qm9

@@ -76,7 +76,7 @@ def _qm9():
 
 def run_ours(epochs: int, workdir: str, seed: int) -> dict:
     """Our fine-tuning task with the protocol's split (a splits.npz) and settings."""
-    from configs import finetune_qm9
+    from molspectra_jax.configs import finetune_qm9
     from molspectra_jax.train import finetune
 
     n = len(_qm9())

@@ -14,7 +14,7 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
-from configs import finetune_qm9, pretrain_qm9s
+from molspectra_jax.configs import finetune_qm9, pretrain_qm9s
 from molspectra_jax.train import finetune, pretrain
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/compare", "Run folder.")

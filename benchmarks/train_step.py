@@ -26,7 +26,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from benchmarks.warmup import compile_every_shape, sample_batches, stride
-from configs import finetune_qm9, pretrain_qm9s
+from molspectra_jax.configs import finetune_qm9, pretrain_qm9s
 from molspectra_jax.data.batching import padding_fraction
 from molspectra_jax.data.prefetch import Prefetcher
 from molspectra_jax.train import finetune, pretrain, sharding

@@ -94,7 +94,7 @@ class OurSide:
         self.cases = {}
 
     def build(self, config_name: str, batch: int, n_batches: int) -> dict:
-        from configs import pretrain_qm9s
+        from molspectra_jax.configs import pretrain_qm9s
         from molspectra_jax.train import pretrain
 
         c = pretrain_qm9s.get_config()

@@ -6,7 +6,7 @@ get_config("pretrain") -> the pre-training half (denoising + MPR + contrast on t
                           spectra shipped with the package)
 """
 
-from configs import finetune_qm9, pretrain_qm9s
+from molspectra_jax.configs import finetune_qm9, pretrain_qm9s
 
 
 def _model(c):

@@ -11,7 +11,7 @@ reduce-on-plateau, no energy EMA, and no noisy nodes (noise would move the atoms
 reference forces belong to).
 """
 
-from configs import finetune_qm9
+from molspectra_jax.configs import finetune_qm9
 
 
 def get_config(arg: str | None = None):

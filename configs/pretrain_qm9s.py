@@ -11,7 +11,7 @@
 
 import ml_collections
 
-from configs import finetune_qm9
+from molspectra_jax.configs import finetune_qm9
 from molspectra_jax.spectra import SPECTRA, column
 
 

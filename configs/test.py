@@ -1,6 +1,6 @@
 """Tiny fine-tuning config for end-to-end tests: seconds on a CPU."""
 
-from configs import finetune_qm9
+from molspectra_jax.configs import finetune_qm9
 
 
 def get_config(arg: str | None = None):

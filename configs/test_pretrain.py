@@ -1,6 +1,6 @@
 """Tiny pre-training config for end-to-end tests: seconds on a CPU, real spectra."""
 
-from configs import pretrain_qm9s, test
+from molspectra_jax.configs import pretrain_qm9s, test
 
 
 def get_config(arg: str | None = None):

@@ -57,5 +57,10 @@ def main(argv) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """The console script `molspectra-convert-molecules`."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -46,5 +46,10 @@ def main(argv) -> int:
     return run(_RELEASE.value, _OUT.value, _CHUNK_ROWS.value)
 
 
-if __name__ == "__main__":
+def cli():
+    """The console script `molspectra-convert-qm9s`."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

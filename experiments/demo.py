@@ -10,7 +10,7 @@ import os
 
 from absl import app, flags, logging
 
-from configs import demo
+from molspectra_jax.configs import demo
 from molspectra_jax.train import finetune, pretrain
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/demo", "Run folder (two sub-folders).")
@@ -27,5 +27,10 @@ def main(argv):
     finetune.train_and_evaluate(config, os.path.join(_WORKDIR.value, "finetune"))
 
 
-if __name__ == "__main__":
+def cli():
+    """The console script `molspectra-demo`."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -4,8 +4,15 @@
       --workdir workdirs/gap
 """
 
-from experiments import launch
 from molspectra_jax.train import finetune
 
-if __name__ == "__main__":
+from . import launch
+
+
+def cli():
+    """The console script `molspectra-finetune`."""
     launch.run(finetune.train_and_evaluate)
+
+
+if __name__ == "__main__":
+    cli()

@@ -75,5 +75,10 @@ def main(argv) -> int:
         return 1
 
 
-if __name__ == "__main__":
+def cli():
+    """The console script `molspectra-generate-spectra`."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -14,10 +14,11 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from configs import finetune_qm9
-from experiments.torchmdnet_workdir import check_layout, imported_config, write_workdir
+from molspectra_jax.configs import finetune_qm9
 from molspectra_jax.interop import torchmdnet
 from molspectra_jax.train.checkpoint import CheckpointError
+
+from .torchmdnet_workdir import check_layout, imported_config, write_workdir
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "torchmd-net .ckpt file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder to write (must not hold a checkpoint).")
@@ -51,6 +52,11 @@ def main(argv):
     )
 
 
-if __name__ == "__main__":
+def cli():
+    """The console script `molspectra-import-torchmdnet`."""
     flags.mark_flags_as_required(["checkpoint", "workdir"])
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -43,6 +43,11 @@ def main(argv):
     print(f"wrote {len(result['name'])} predictions to {_OUT.value}")
 
 
-if __name__ == "__main__":
+def cli():
+    """The console script `molspectra-predict`."""
     flags.mark_flags_as_required(["workdir", "input", "out"])
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

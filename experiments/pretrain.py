@@ -3,8 +3,15 @@
 python -m experiments.pretrain --config configs/pretrain_qm9s.py --workdir workdirs/pt
 """
 
-from experiments import launch
 from molspectra_jax.train import pretrain
 
-if __name__ == "__main__":
+from . import launch
+
+
+def cli():
+    """The console script `molspectra-pretrain`."""
     launch.run(pretrain.train_and_evaluate)
+
+
+if __name__ == "__main__":
+    cli()

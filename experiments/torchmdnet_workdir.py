@@ -7,7 +7,7 @@ import os
 import jax
 import numpy as np
 
-from configs import finetune_qm9
+from molspectra_jax.configs import finetune_qm9
 from molspectra_jax.elements import ELEMENT_SYMBOLS
 from molspectra_jax.files import atomic_open
 from molspectra_jax.interop import torchmdnet

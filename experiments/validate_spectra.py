@@ -46,5 +46,10 @@ def main(argv) -> int:
     return run(_SPECTRA.value, _TDA.value, _STATES.value)
 
 
-if __name__ == "__main__":
+def cli():
+    """The console script `molspectra-validate-spectra`."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

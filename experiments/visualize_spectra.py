@@ -64,5 +64,10 @@ def main(argv) -> int:
     return run(_SPECTRA.value, _MOLECULES.value, _OUT.value)
 
 
-if __name__ == "__main__":
+def cli():
+    """The console script `molspectra-visualize-spectra`."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

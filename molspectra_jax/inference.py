@@ -100,7 +100,10 @@ class Model:
             start = stop
 
     @functools.cached_property
-    def _predict_fn(self):
+    def predict_fn(self):
+        """Jitted (params, one-shard GraphBatch) -> {"properties": [1, G, T] residuals in
+        target units (add `offsets`), "forces": [1, N, 3] for energy models}; one compile
+        per batch shape."""
         from molspectra_jax.train.finetune_step import predict
 
         std = jnp.asarray(self.std, jnp.float32)
@@ -109,16 +112,20 @@ class Model:
         )
         return jax.jit(fn)
 
+    def offsets(self, dataset: MoleculeDataset) -> np.ndarray:
+        """[M, T] what `predict_fn`'s residuals lack: the mean and atomref sums."""
+        molecule_level = [kind in MOLECULE_LEVEL for kind in self._model.heads]
+        return target_offsets(dataset, self.mean, self.atomref, molecule_level)
+
     def predict(self, molecules, on_error: str = "raise") -> dict[str, np.ndarray]:
         """{target: [M] in its units} (+ "forces": [A, 3] per atom, back to back in
         molecule order, energy units / Å, for energy models) and "name": [M]."""
         dataset, names = self._dataset(molecules, on_error)
-        molecule_level = [kind in MOLECULE_LEVEL for kind in self._model.heads]
-        offsets = target_offsets(dataset, self.mean, self.atomref, molecule_level)  # [M, T]
+        offsets = self.offsets(dataset)  # [M, T]
         values = np.zeros((len(dataset), len(self.targets)))
         forces = np.zeros((len(dataset.atomic_numbers), 3))
         for rows, batch in self._batches(dataset):
-            out = self._predict_fn(self.params, jax.tree.map(jnp.asarray, batch))
+            out = self.predict_fn(self.params, jax.tree.map(jnp.asarray, batch))
             values[rows] = np.asarray(out["properties"][0, : len(rows)], np.float64)
             if self.forces:
                 n = int(dataset.n_atoms[rows].sum())

@@ -18,8 +18,8 @@ import jax
 import numpy as np
 import pytest
 
-from configs import test as finetune_test
-from configs import test_pretrain
+from molspectra_jax.configs import test as finetune_test
+from molspectra_jax.configs import test_pretrain
 from molspectra_jax.data import sources
 from molspectra_jax.data.batching import Budget, candidate_edges, candidate_radius, collate
 from molspectra_jax.data.qm9 import load_qm9

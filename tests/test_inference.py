@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import molspectra_jax
-from configs import test as test_config
+from molspectra_jax.configs import test as test_config
 from molspectra_jax.data import sources
 from molspectra_jax.data.records import DataError
 from molspectra_jax.train import finetune

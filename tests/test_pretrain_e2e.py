@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from configs import test as finetune_test
-from configs import test_pretrain
+from molspectra_jax.configs import test as finetune_test
+from molspectra_jax.configs import test_pretrain
 from molspectra_jax.train import sharding
 from molspectra_jax.train.checkpoint import read_checkpoint_arrays
 from molspectra_jax.train.finetune import setup

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from configs import pretrain_qm9s
+from molspectra_jax.configs import pretrain_qm9s
 from molspectra_jax.data import molfiles, molstore, sources
 from molspectra_jax.data.batching import (
     BatchIterator,

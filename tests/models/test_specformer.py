@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from configs.pretrain_qm9s import specformer_config
 from molspectra_jax import losses
+from molspectra_jax.configs.pretrain_qm9s import specformer_config
 from molspectra_jax.models.specformer import (
     SpecFormer,
     build_specformer,

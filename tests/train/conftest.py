@@ -5,7 +5,7 @@ import jax
 import ml_collections
 import pytest
 
-from configs import test as test_config
+from molspectra_jax.configs import test as test_config
 from molspectra_jax.train import finetune
 from molspectra_jax.train.optim import make_optimizer
 from molspectra_jax.train.sharding import make_mesh, replicate

@@ -13,7 +13,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import Mesh  # noqa: E402
 
-from configs import test_pretrain  # noqa: E402
+from molspectra_jax.configs import test_pretrain  # noqa: E402
 from molspectra_jax.train import pretrain, sharding  # noqa: E402
 
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import finetune_md17, test
+from molspectra_jax.configs import finetune_md17, test
 from molspectra_jax.data import md17
 from molspectra_jax.data.batching import Budget, candidate_edges, candidate_radius, collate
 from molspectra_jax.train import finetune

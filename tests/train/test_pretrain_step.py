@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import test_pretrain
+from molspectra_jax.configs import test_pretrain
 from molspectra_jax.train import pretrain, sharding
 from molspectra_jax.train.pretrain_step import pretrain_loss, pretrain_step
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import test as test_config
+from molspectra_jax.configs import test as test_config
 from molspectra_jax.train import finetune
 from molspectra_jax.train.checkpoint import read_checkpoint_arrays
 from molspectra_jax.train.loop import RunError, workdir_lock

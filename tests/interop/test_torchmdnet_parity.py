@@ -15,8 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-from experiments.torchmdnet_workdir import imported_config
 from molspectra_jax.data.records import MoleculeDataset
+from molspectra_jax.experiments.torchmdnet_workdir import imported_config
 from molspectra_jax.inference import Model
 from molspectra_jax.interop import torchmdnet
 from molspectra_jax.models import build_encoder

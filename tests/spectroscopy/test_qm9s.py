@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import convert_qm9s
 from molspectra_jax.data import qm9s, sources
 from molspectra_jax.data.qm9 import load_qm9
 from molspectra_jax.data.records import DataError
+from molspectra_jax.experiments import convert_qm9s
 
 
 def write_release_csv(path, grid, ids, values):

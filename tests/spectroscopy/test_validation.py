@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from experiments import validate_spectra
 from molspectra_jax.data import qm9
+from molspectra_jax.experiments import validate_spectra
 from molspectra_jax.spectra import spectrum
 from molspectra_jax.spectroscopy import embedded
 

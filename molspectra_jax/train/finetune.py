@@ -15,10 +15,16 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from molspectra_jax import figures
 from molspectra_jax.data import pipeline, sources
 from molspectra_jax.data.records import MoleculeDataset
-from molspectra_jax.data.statistics import TargetStats, fit_target_stats, target_offsets
-from molspectra_jax.files import atomic_open
+from molspectra_jax.data.statistics import (
+    TargetStats,
+    composition_matrix,
+    fit_target_stats,
+    target_offsets,
+)
+from molspectra_jax.files import atomic_open, write_npz
 from molspectra_jax.models import build_encoder
 from molspectra_jax.models.heads import MOLECULE_LEVEL
 from molspectra_jax.models.property_model import PropertyModel
@@ -69,20 +75,23 @@ def build_model(config, targets) -> PropertyModel:
     )
 
 
-def evaluate(predict_fn, params, iterator, mesh, n_targets: int) -> np.ndarray:
+def evaluate(predict_fn, params, iterator, mesh, n_targets: int, keep=None) -> np.ndarray:
     """MAE over one pass of `iterator` (all hosts' molecules): [T] per target in target
-    units, then the force-component MAE if `predict_fn` returns forces."""
+    units, then the force-component MAE if `predict_fn` returns forces. `keep` (a list)
+    receives this host's (batch, properties, forces or None) of every batch."""
     # |error| sums of the T targets and of force components, molecule and component counts
     totals, with_forces = np.zeros(n_targets + 3), False
     for batch in iterator.one_pass():
         out = predict_fn(params, sharding.global_batch(batch, mesh))
         pred = sharding.host_local(out["properties"], mesh)
+        forces = sharding.host_local(out["forces"], mesh) if "forces" in out else None
+        if keep is not None:
+            keep.append((batch, pred, forces))
         graph_mask, atom_mask = batch.graph.graph_mask, batch.graph.atom_mask
         totals[:n_targets] += np.abs(pred - batch.targets)[graph_mask].sum(0)
         totals[-2] += graph_mask.sum()
-        if "forces" in out:
+        if forces is not None:
             with_forces = True
-            forces = sharding.host_local(out["forces"], mesh)
             totals[n_targets] += np.abs(forces - batch.atom_targets)[atom_mask].sum()
             totals[-1] += 3 * atom_mask.sum()
     totals = sharding.sum_over_hosts(totals)
@@ -150,6 +159,7 @@ def setup(config, mesh) -> loop.Run:
     print(f"parameters: {sum(x.size for x in jax.tree.leaves(params)):,}")
 
     std = jax.numpy.asarray(stats.std, jax.numpy.float32)
+    metrics = targets + (("forces",) if with_forces else ())
     step = functools.partial(
         train_step,
         model=model,
@@ -161,11 +171,11 @@ def setup(config, mesh) -> loop.Run:
         energy_weight=config.loss.energy_weight,
         force_weight=config.loss.force_weight,
         check=candidate_check(config.model, iterators["train"], noise_sigma),
+        names=metrics,
     )
     predict_fn = jax.jit(
         functools.partial(predict, model=model, std=std, mesh=mesh, forces=with_forces)
     )
-    metrics = targets + (("forces",) if with_forces else ())
     # Standardized MAEs weigh metrics of different units alike in "best" (forces: by E std).
     scale = np.append(stats.std, stats.std[:1]) if with_forces else stats.std
 
@@ -211,7 +221,10 @@ def _train_and_report(run: loop.Run, config, workdir: str) -> dict:
     mesh, task = run.mesh, run.task
     loop.fit(run, config, workdir)
     best, which = loop.restore_best(run, workdir)
-    test = evaluate(task.predict_fn, best["params"], run.iterators["test"], mesh, len(task.targets))
+    kept = []
+    test = evaluate(
+        task.predict_fn, best["params"], run.iterators["test"], mesh, len(task.targets), kept
+    )
     baseline = pipeline.mean_predictor_mae(task.splits, "test", forces="forces" in task.metrics)
     with MetricWriter(workdir) as writer:
         writer.write(config.train.num_steps, _named("mae", task.metrics, test), "test")
@@ -229,7 +242,38 @@ def _train_and_report(run: loop.Run, config, workdir: str) -> dict:
         print(f"\n{table}\n")
         with atomic_open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(result, f, indent=2)
+        write_npz(os.path.join(workdir, PREDICTIONS), test_predictions(task, kept))
+        for path in figures.draw(workdir):
+            print(f"wrote {path}")
     return result
+
+
+PREDICTIONS = "test_predictions.npz"
+
+
+def test_predictions(task: FinetuneTask, kept: list) -> dict[str, np.ndarray]:
+    """This host's test molecules from `evaluate(..., keep=kept)` as `test_predictions.npz`
+    arrays: `ids` [M], `true` and `predicted` [M, T] in target units (float64),
+    `atomref_sum` [M, T] (the composition's share, to plot without it), `names` and
+    `units` [T (+1)], and for force models `forces_true` / `forces_predicted` [A, 3]."""
+    test, stats = task.splits["test"], task.stats
+    rows = np.concatenate([b.molecule_index[b.graph.graph_mask] for b, _, _ in kept])
+    residual = np.concatenate([p[b.graph.graph_mask] for b, p, _ in kept]).astype(np.float64)
+    molecule_level = [kind in MOLECULE_LEVEL for kind in task.model.heads]
+    offsets = target_offsets(test, stats.mean, stats.atomref, molecule_level)
+    atomref_sum = composition_matrix(test, stats.atomref.shape[0]) @ stats.atomref
+    out = {
+        "ids": test.ids[rows],
+        "true": test.targets[rows],
+        "predicted": residual + offsets[rows],
+        "atomref_sum": atomref_sum[rows],
+        "names": np.asarray(task.metrics),
+        "units": np.asarray([task.units[m] for m in task.metrics]),
+    }
+    if kept[0][2] is not None:
+        out["forces_predicted"] = np.concatenate([f[b.graph.atom_mask] for b, _, f in kept])
+        out["forces_true"] = np.concatenate([b.atom_targets[b.graph.atom_mask] for b, _, _ in kept])
+    return out
 
 
 def _named(prefix: str, names, values) -> dict[str, float]:

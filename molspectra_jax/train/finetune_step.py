@@ -70,8 +70,13 @@ def finetune_loss(
     energy_weight: float = 1.0,
     force_weight: float = 0.0,
     check: CandidateCheck | None = None,
+    names: tuple[str, ...] = (),
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Property loss on standardized targets, optionally plus a force term and noisy nodes.
+
+    Metrics: the loss terms, and `mae_<name>` in target units for each of `names` (the
+    targets, then "forces" when they train): the learning curves' train side, on the
+    batch as the loss sees it (noisy nodes included).
 
     With `force_weight > 0` (MD17), target 0 is the energy and `batch.atom_targets` the
     forces: loss = energy_weight * L(E) + force_weight * L(F = -dE/dR), both divided by
@@ -100,6 +105,7 @@ def finetune_loss(
             kind=loss_kind,
         )
         metrics.update(property_loss=terms["energy_loss"], force_loss=terms["force_loss"])
+        force_mae = _mean_abs(forces - batch.atom_targets, graph.atom_mask).mean()
     else:
         if noise_weight > 0:
             noise = noise_sigma * jax.random.normal(key, graph.positions.shape)  # [S, N, 3] Å
@@ -116,6 +122,10 @@ def finetune_loss(
             kind=loss_kind,
         )
         total = energy_weight * metrics["property_loss"]
+    maes = _mean_abs(pred - batch.targets, batch.graph.graph_mask)  # [T]
+    if force_weight > 0:
+        maes = jnp.append(maes, force_mae)
+    metrics.update({f"mae_{name}": mae for name, mae in zip(names, maes, strict=False)})
     if noise_weight > 0:
         metrics["denoising_loss"] = losses.denoising_loss(
             outputs["noise"].reshape(-1, 3), (noise / noise_sigma).reshape(-1, 3), mask=atom_mask
@@ -123,6 +133,13 @@ def finetune_loss(
         total = total + noise_weight * metrics["denoising_loss"]
     metrics["loss"] = total
     return total, metrics
+
+
+def _mean_abs(error: jax.Array, mask: jax.Array) -> jax.Array:
+    """[..., K] errors, [...] mask -> [K] mean |error| over the masked entries."""
+    weight = mask[..., None].astype(error.dtype)
+    axes = tuple(range(error.ndim - 1))
+    return jnp.sum(jnp.abs(error) * weight, axes) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
 def train_step(state: TrainState, batch: GraphBatch, **loss_kwargs):

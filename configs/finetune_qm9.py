@@ -19,7 +19,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.init_from = ""
 
     c.data = ml_collections.ConfigDict()
+    # A registered source ("qm9", "md17[:file.npz]") or a file of your own:
+    # "csv:<file>" (SMILES + property columns), "sdf:<file>" (3D + numeric tags),
+    # "extxyz:<file>" (frames with energy, forces, properties), "xyz:" / "smiles:".
     c.data.source = "qm9"
+    # Units of a file's targets, "name=unit,..." (over its "name [unit]" headers).
+    c.data.units = ""
     c.data.cache_dir = ""  # "" -> $MOLSPECTRA_CACHE or ~/.cache/molspectra_jax
     c.data.split_seed = 0
     # A TorchMD-Net splits.npz (idx_train / idx_val / idx_test rows) instead of the seed.

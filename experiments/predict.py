@@ -2,8 +2,9 @@
 
   python -m experiments.predict --workdir W --input mols.sdf --out preds.csv [--on_error skip]
 
-Columns: `name` (the record's name), then one per target in its units (`model.units`). Input: .sdf
-(3D), .xyz (single or multi-frame) or .smi (SMILES [name]; 3D from RDKit). Bad records
+Columns: `name` (the record's name), then one per target in its units (`model.units`).
+Input: .sdf (3D), .xyz (single or multi-frame), .smi (SMILES [name]; 3D from RDKit),
+.csv (a `smiles` column) or .extxyz (frames, read with ASE). Bad records
 stop with an error naming the file and the record, or are skipped and counted with
 `--on_error skip`.
 """
@@ -19,7 +20,7 @@ from molspectra_jax.inference import load
 from molspectra_jax.train.checkpoint import CheckpointError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Fine-tuning or imported workdir.")
-_INPUT = flags.DEFINE_string("input", None, "Molecules: .sdf, .xyz or .smi.")
+_INPUT = flags.DEFINE_string("input", None, "Molecules: .sdf, .xyz, .smi, .csv or .extxyz.")
 _OUT = flags.DEFINE_string("out", None, "CSV to write.")
 _ON_ERROR = flags.DEFINE_enum("on_error", "raise", ["raise", "skip"], "Bad records: stop or skip.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Molecules per batch.")

@@ -28,18 +28,27 @@ from molspectra_jax.models import COMPUTE_FIELDS, ENCODERS, build_encoder
 from molspectra_jax.models.heads import MOLECULE_LEVEL
 from molspectra_jax.train.checkpoint import CheckpointError, read_checkpoint_arrays
 
-# File suffix -> reader of `sources.FILE_READERS`.
-SUFFIXES = {".sdf": "sdf", ".xyz": "xyz", ".smi": "smiles", ".smiles": "smiles"}
+# File suffix -> reader of `sources.FILE_READERS` / `LABELLED_READERS` (labels unused).
+SUFFIXES = {
+    ".sdf": "sdf",
+    ".xyz": "xyz",
+    ".smi": "smiles",
+    ".smiles": "smiles",
+    ".csv": "csv",
+    ".extxyz": "extxyz",
+}
 
 
 def read_molecules(
     path: str, elements: Sequence[int], on_error: str = "raise"
 ) -> tuple[list[MoleculeRecord], list[str]]:
-    """(records, skipped messages) of an .sdf / .xyz / .smi file, by its suffix."""
+    """(records, skipped messages) of an .sdf / .xyz / .smi / .csv / .extxyz file, by
+    its suffix."""
     kind = SUFFIXES.get(os.path.splitext(path)[1].lower())
     if kind is None:
         raise ValueError(f"{path}: unknown molecule file type; use one of {sorted(SUFFIXES)}")
-    return sources.FILE_READERS[kind](path, elements=elements, on_error=on_error)
+    reader = sources.FILE_READERS.get(kind) or sources.LABELLED_READERS[kind]
+    return reader(path, elements=elements, on_error=on_error)
 
 
 def _checkpoint_folder(workdir: str) -> str:

@@ -1,4 +1,6 @@
-"""Molecules users bring: SDF (3D conformers), XYZ (single or multi-frame), SMILES.
+"""Molecules users bring: SDF (3D conformers, numeric tags as properties), XYZ (single
+or multi-frame), SMILES, CSV (a SMILES column and property columns) and extended XYZ
+(energies, forces and per-frame properties, read with ASE).
 
 Every reader returns `(records, skipped)`: the molecules read, and one message per
 record that was skipped. With `on_error="raise"` (default) the first bad record raises
@@ -80,7 +82,19 @@ def sdf_record(mol, path: str, number: int, add_hydrogens: bool) -> MoleculeReco
         mol = Chem.AddHs(mol, addCoords=True)
     z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], np.int32)
     pos = np.asarray(mol.GetConformer().GetPositions(), np.float32)
-    return MoleculeRecord(name or f"{path}:{number}", z, pos, number=number)
+    properties = {k: v for k, v in map(_numeric_tag, mol.GetPropsAsDict().items()) if k}
+    return MoleculeRecord(name or f"{path}:{number}", z, pos, number=number, properties=properties)
+
+
+def _numeric_tag(item) -> tuple[str, float]:
+    """An SDF tag (name, value) -> (name, float), or ("", 0) for a non-numeric tag."""
+    name, value = item
+    if isinstance(value, bool) or name.startswith("_"):
+        return "", 0.0
+    try:
+        return name, float(value)
+    except (TypeError, ValueError):
+        return "", 0.0
 
 
 def read_sdf_blocks(
@@ -210,36 +224,147 @@ def read_smiles(
         label = "<SMILES list>"
 
     def parse(i: int):
-        from rdkit import Chem
-        from rdkit.Chem import AllChem
-
         smiles = entries[i][0]
         name = entries[i][1] if len(entries[i]) > 1 else smiles
-        mol = Chem.MolFromSmiles(smiles)
-        if mol is None:
-            raise DataError(f"{label}, record {i + 1}: invalid SMILES {smiles!r}")
-        if mol.GetNumAtoms() == 0:  # RDKit parses "" to a molecule without atoms
-            raise DataError(f"{label}, record {i + 1}: empty SMILES {smiles!r}")
-        mol = Chem.AddHs(mol)
-        params = AllChem.ETKDGv3()
-        params.randomSeed = seed
-        try:
-            status = AllChem.EmbedMolecule(mol, params)
-            if status == 0 and AllChem.MMFFHasAllMoleculeParams(mol):
-                AllChem.MMFFOptimizeMolecule(mol)
-            elif status == 0:
-                AllChem.UFFOptimizeMolecule(mol)
-        except (RuntimeError, ValueError) as e:  # RDKit's own, e.g. "Bad Conformer Id"
-            raise DataError(f"{label}, record {i + 1}: RDKit failed on {smiles!r} ({e})") from None
-        if status != 0:
-            raise DataError(f"{label}, record {i + 1}: RDKit could not embed {smiles!r} in 3D")
-        z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], np.int32)
-        pos = np.asarray(mol.GetConformer().GetPositions(), np.float32)
-        return MoleculeRecord(name, z, pos)
+        return embed_smiles(smiles, name, f"{label}, record {i + 1}", seed)
 
     if not entries:
         raise DataError(f"{label}: no SMILES found")
     return _collect(label, range(len(entries)), parse, elements, max_atoms, on_error)
+
+
+def embed_smiles(smiles: str, name: str, where: str, seed: int = 0) -> MoleculeRecord:
+    """One molecule in 3D from SMILES: hydrogens added, an ETKDGv3 conformer (seeded)
+    relaxed with MMFF94 (UFF when MMFF has no parameters). Errors name `where`."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        raise DataError(f"{where}: invalid SMILES {smiles!r}")
+    if mol.GetNumAtoms() == 0:  # RDKit parses "" to a molecule without atoms
+        raise DataError(f"{where}: empty SMILES {smiles!r}")
+    mol = Chem.AddHs(mol)
+    params = AllChem.ETKDGv3()
+    params.randomSeed = seed
+    try:
+        status = AllChem.EmbedMolecule(mol, params)
+        if status == 0 and AllChem.MMFFHasAllMoleculeParams(mol):
+            AllChem.MMFFOptimizeMolecule(mol)
+        elif status == 0:
+            AllChem.UFFOptimizeMolecule(mol)
+    except (RuntimeError, ValueError) as e:  # RDKit's own, e.g. "Bad Conformer Id"
+        raise DataError(f"{where}: RDKit failed on {smiles!r} ({e})") from None
+    if status != 0:
+        raise DataError(f"{where}: RDKit could not embed {smiles!r} in 3D")
+    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], np.int32)
+    pos = np.asarray(mol.GetConformer().GetPositions(), np.float32)
+    return MoleculeRecord(name, z, pos)
+
+
+def read_csv(
+    path: str,
+    *,
+    smiles_column: str = "smiles",
+    name_column: str = "",
+    seed: int = 0,
+    elements: Sequence[int] = DEFAULT_ELEMENTS,
+    max_atoms: int | None = None,
+    on_error: str = "raise",
+) -> tuple[list[MoleculeRecord], list[str]]:
+    """Molecules of a CSV table: 3D from the `smiles_column` (case-insensitive; as
+    `read_smiles`), every other column a property (header "name" or "name [unit]";
+    empty cells stay missing, text in a numeric column is an error). `name_column`
+    (default: a column "name" or "id" if there is one) names the records."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            table = list(csv.reader(f))
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text CSV file (byte {e.start}: {e.reason})") from None
+    table = [row for row in table if any(cell.strip() for cell in row)]
+    if len(table) < 2:
+        raise DataError(f"{path}: no CSV rows below the header")
+    header = [h.strip() for h in table[0]]
+    lower = [h.lower() for h in header]
+    if smiles_column.lower() not in lower:
+        raise DataError(f"{path}: no SMILES column {smiles_column!r} in the header {header}")
+    smiles_at = lower.index(smiles_column.lower())
+    name_at = next((lower.index(c) for c in (name_column.lower(), "name", "id") if c in lower), -1)
+    if name_column and name_at < 0:
+        raise DataError(f"{path}: no name column {name_column!r} in the header {header}")
+    columns = [j for j in range(len(header)) if j not in (smiles_at, name_at)]
+
+    def parse(i: int):
+        row, where = table[i + 1], f"{path}, record {i + 1} (line {i + 2})"
+        if len(row) != len(header):
+            raise DataError(f"{where}: {len(row)} cells for {len(header)} columns")
+        properties = {}
+        for j in columns:
+            cell = row[j].strip()
+            if not cell:
+                continue
+            try:
+                properties[header[j]] = float(cell)
+            except ValueError:
+                message = f"{where}: column {header[j]!r} holds {cell!r}, not a number"
+                raise DataError(message) from None
+        name = row[name_at].strip() if name_at >= 0 else row[smiles_at].strip()
+        record = embed_smiles(row[smiles_at].strip(), name, where, seed)
+        return dataclasses.replace(record, properties=properties)
+
+    return _collect(path, range(len(table) - 1), parse, elements, max_atoms, on_error)
+
+
+def read_extxyz(
+    path: str,
+    *,
+    elements: Sequence[int] = DEFAULT_ELEMENTS,
+    max_atoms: int | None = None,
+    on_error: str = "raise",
+) -> tuple[list[MoleculeRecord], list[str]]:
+    """Frames of an extended XYZ file (ASE's reader): positions (Å), the frame's
+    `energy` and `forces` (ASE's convention: eV, eV/Å) when it has them, and its other
+    numeric scalar keys as properties. Periodic frames are refused (molecules only)."""
+    try:
+        from ase.io import read
+    except ImportError as e:
+        raise ImportError("extended XYZ needs ASE: pip install 'molspectra-jax[ase]'") from e
+    try:
+        frames = read(path, index=":", format="extxyz")
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: cannot read ({e})") from e
+    except Exception as e:  # ASE raises bare ValueError/IndexError/XYZError by line
+        message = f"{path}: not a readable extended XYZ file ({type(e).__name__}: {e})"
+        raise DataError(message) from None
+    if not frames:
+        raise DataError(f"{path}: no extended XYZ frames found")
+
+    def parse(i: int):
+        atoms, where = frames[i], f"{path}, record {i + 1}"
+        if atoms.pbc.any():
+            raise DataError(f"{where}: periodic (pbc={atoms.pbc.tolist()}); molecules only")
+        results = atoms.calc.results if atoms.calc is not None else {}
+        scalars = {**results, **{k: v for k, v in atoms.info.items() if k not in results}}.items()
+        properties = {k: float(v) for k, v in scalars if _is_number(v)}
+        forces = results.get("forces", atoms.arrays.get("forces"))
+        name = str(atoms.info.get("name", f"{path}:{i + 1}"))
+        return MoleculeRecord(
+            name,
+            atoms.numbers.astype(np.int32),
+            atoms.positions.astype(np.float32),
+            properties=properties,
+            forces=None if forces is None else np.asarray(forces, np.float32),
+        )
+
+    return _collect(path, range(len(frames)), parse, elements, max_atoms, on_error)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
 
 
 def _collect(source, indices: Iterable[int], parse, elements, max_atoms, on_error):

@@ -30,13 +30,20 @@ class DataError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class MoleculeRecord:
     """One molecule as read from a file: `atomic_numbers [n]`, `positions [n, 3]` (Å);
-    `number`: its 1-based record number in the file (0 if not from one)."""
+    `number`: its 1-based record number in the file (0 if not from one).
+
+    Labelled files fill `properties` ({column or tag as written, e.g. "logS [mol/L]":
+    value}) and, for extended XYZ, `forces` [n, 3]; `from_records` turns chosen
+    properties into targets.
+    """
 
     name: str
     atomic_numbers: np.ndarray
     positions: np.ndarray
     targets: np.ndarray | None = None
     number: int = 0
+    properties: dict[str, float] = dataclasses.field(default_factory=dict)
+    forces: np.ndarray | None = None
 
 
 class MappedRows:
@@ -89,6 +96,8 @@ class MoleculeDataset:
         (pre-training), arrays or `MappedRows`; empty when the source has none.
       store: the molecule-store folder (`data.molstore`) the arrays are memory-mapped
         from, where caches of per-molecule counts live; "" for arrays in memory.
+      target_units: units the data itself gives ({name: unit}, e.g. from a CSV header
+        "logS [mol/L]"); empty when the source declares them (`sources.Source.units`).
     """
 
     ids: np.ndarray
@@ -100,6 +109,7 @@ class MoleculeDataset:
     atom_targets: np.ndarray | None = None
     spectra: dict[str, np.ndarray | MappedRows] = dataclasses.field(default_factory=dict)
     store: str = ""
+    target_units: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         m = len(self.ids)
@@ -158,12 +168,13 @@ class MoleculeDataset:
             target_names=self.target_names,
             atom_targets=None if self.atom_targets is None else self.atom_targets[atom_index],
             spectra={k: v[indices] for k, v in self.spectra.items()},
+            target_units=self.target_units,
         )
 
     def save(self, path: str, **metadata: str) -> None:
         """Write to `path` (.npz) atomically: readers see the old file or the new one."""
         arrays = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        del arrays["store"]
+        del arrays["store"], arrays["target_units"]  # a store's own; units: the source's
         arrays.update({f"spectrum_{k}": v for k, v in arrays.pop("spectra").items()})
         arrays["target_names"] = np.array(self.target_names, dtype=str)
         if self.atom_targets is None:
@@ -191,23 +202,74 @@ class MoleculeDataset:
 
 
 def from_records(
-    records: Sequence[MoleculeRecord], target_names: Sequence[str] = ()
+    records: Sequence[MoleculeRecord],
+    target_names: Sequence[str] = (),
+    source: str = "",
+    forces: bool = False,
 ) -> MoleculeDataset:
-    """Pack a list of records (ids = 0..M-1 in list order) into a dataset."""
+    """Pack a list of records into a dataset: ids are the records' 1-based numbers in
+    their file, or 0..M-1 in list order for records not from one.
+
+    `target_names` name the records' `targets` columns or, for labelled files, are read
+    from each record's `properties` by the label as written ("logS [mol/L]") or bare
+    ("logS"); the bracket is the unit (`split_unit`), and a record without a value has
+    NaN there (`sources.complete` leaves it out of a run on that target). `forces`:
+    the records' `forces` become `atom_targets`; a record without them raises a
+    DataError naming `source` and the record.
+    """
     if not records:
         raise DataError("no molecules to pack")
     counts = [len(r.atomic_numbers) for r in records]
-    targets = np.array(
-        [r.targets if r.targets is not None else [] for r in records], dtype=np.float64
-    ).reshape(len(records), len(target_names))
+    names = tuple(split_unit(n)[0] for n in target_names)
+    units = {}
+    if any(r.properties for r in records):
+        columns = [_property_column(records, name) for name in target_names]
+        targets = np.stack([c for c, _ in columns], axis=1) if columns else None
+        units = {n: u for n, (_, u) in zip(names, columns, strict=True) if u}
+    else:
+        targets = np.array([r.targets if r.targets is not None else [] for r in records])
+    targets = np.zeros((len(records), 0)) if targets is None else targets.astype(np.float64)
+    targets = targets.reshape(len(records), len(names))
+    atom_targets = None
+    if forces:
+        missing = [r for r in records if r.forces is None]
+        if missing:
+            raise DataError(f"{source}, record {missing[0].number} ({missing[0].name}): no forces")
+        atom_targets = np.concatenate([r.forces for r in records]).astype(np.float32)
+    numbers = np.array([r.number for r in records], np.int64)
+    from_file = numbers.min() > 0 and len(np.unique(numbers)) == len(numbers)
     return MoleculeDataset(
-        ids=np.arange(len(records), dtype=np.int64),
+        ids=numbers if from_file else np.arange(len(records), dtype=np.int64),
         atomic_numbers=np.concatenate([r.atomic_numbers for r in records]).astype(np.int32),
         positions=np.concatenate([r.positions for r in records]).astype(np.float32),
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
         targets=targets,
-        target_names=tuple(target_names),
+        target_names=names,
+        atom_targets=atom_targets,
+        target_units=units,
     )
+
+
+def split_unit(label: str) -> tuple[str, str]:
+    """ "logS [mol/L]" -> ("logS", "mol/L"); a label without a bracket has no unit ("")."""
+    label = label.strip()
+    if label.endswith("]") and "[" in label:
+        name, _, unit = label[:-1].rpartition("[")
+        return name.strip(), unit.strip()
+    return label, ""
+
+
+def _property_column(records, name: str) -> tuple[np.ndarray, str]:
+    """([M] float64 values of target `name` over `records`, NaN where a record has none;
+    its unit from the label)."""
+    wanted = split_unit(name)[0]
+    values, unit = np.full(len(records), np.nan), ""
+    for i, record in enumerate(records):
+        for label, value in record.properties.items():
+            bare, label_unit = split_unit(label)
+            if bare == wanted:
+                values[i], unit = value, label_unit or unit
+    return values, unit
 
 
 def check_molecule(

@@ -40,11 +40,14 @@ from molspectra_jax.data.records import (
     split_indices,
 )
 from molspectra_jax.elements import formula
+from molspectra_jax.files import write_npz
 
 SPLITS = ("train", "valid", "test")
 # Our split names -> the keys of TorchMD-Net's splits.npz.
 SPLIT_FILE_KEYS = {"train": "idx_train", "valid": "idx_val", "test": "idx_test"}
 FILE_READERS = {"sdf": molfiles.read_sdf, "xyz": molfiles.read_xyz, "smiles": molfiles.read_smiles}
+# Files that carry labels: every numeric property all records share becomes a target.
+LABELLED_READERS = {"csv": molfiles.read_csv, "extxyz": molfiles.read_extxyz}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,14 +104,49 @@ def load(spec: str, config) -> MoleculeDataset:
     return source.load(argument, config)
 
 
-def parse_targets(target: str, spec: str) -> tuple[str, ...]:
-    """'gap' / 'homo,lumo' / 'all' -> target names, validated against the source's."""
-    available = resolve(spec)[0].targets
+def parse_targets(target: str, spec: str, available: Sequence[str] = ()) -> tuple[str, ...]:
+    """'gap' / 'homo,lumo' / 'all' -> target names, validated against the source's (or
+    `available`: a labelled file's own, `MoleculeDataset.target_names`)."""
+    available = tuple(available) or resolve(spec)[0].targets
     names = available if target == "all" else tuple(t.strip() for t in target.split(","))
     unknown = [n for n in names if n not in available]
     if unknown or not names:
         raise ValueError(f"unknown target(s) {unknown}; choose from {available} or 'all'")
     return names
+
+
+def parse_units(text: str) -> dict[str, str]:
+    """`data.units` "logS=mol/L, tpsa=Å^2" -> {"logS": "mol/L", "tpsa": "Å^2"}."""
+    out = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        name, equals, unit = item.partition("=")
+        if not equals or not name.strip():
+            raise ValueError(f"data.units entry {item!r} is not name=unit (in {text!r})")
+        out[name.strip()] = unit.strip()
+    return out
+
+
+def complete(dataset: MoleculeDataset, spec: str) -> MoleculeDataset:
+    """`dataset` without the molecules that lack a value of one of its targets (a
+    labelled file's empty cells), saying how many and which."""
+    missing = ~np.isfinite(dataset.targets).all(axis=1)
+    if not missing.any():
+        return dataset
+    gaps = ~np.isfinite(dataset.targets).all(axis=0)
+    lacking = [n for n, gap in zip(dataset.target_names, gaps, strict=True) if gap]
+    print(
+        f"{spec}: {int(missing.sum())} of {len(dataset)} molecules lack a value of "
+        f"{lacking} and are left out (ids {dataset.ids[missing][:5].tolist()}...)"
+    )
+    return dataset.subset(np.flatnonzero(~missing))
+
+
+def target_units(spec: str, dataset: MoleculeDataset, config) -> dict[str, str]:
+    """Unit of every target (and "forces"): the source's, then what the file says, then
+    `config.units` ("" for a unit nobody gives)."""
+    units = {**resolve(spec)[0].units, **dataset.target_units}
+    units.update(parse_units(config.get("units", "")))
+    return {n: units.get(n, "") for n in (*dataset.target_names, "forces")}
 
 
 def split_rows(
@@ -163,16 +201,25 @@ def read_split_file(path: str, n: int) -> dict[str, np.ndarray]:
     return parts
 
 
-def finetuning_splits(dataset: MoleculeDataset, config) -> dict[str, MoleculeDataset]:
-    """Train/valid/test by the source's split rule, or rows from `config.split_file`
-    (TorchMD-Net's splits.npz layout), cut to `n_train/n_valid/n_test`."""
+def finetuning_rows(dataset: MoleculeDataset, config) -> dict[str, np.ndarray]:
+    """Train/valid/test dataset rows by the source's split rule, or from
+    `config.split_file` (TorchMD-Net's splits.npz layout), cut to `n_train/n_valid/n_test`."""
     limits = {name: config[f"n_{name}"] for name in SPLITS}
     if config.get("split_file"):
         parts = read_split_file(config.split_file, len(dataset))
-        cut = {k: v if limits[k] < 0 else v[: limits[k]] for k, v in parts.items()}
-        return {k: dataset.subset(v) for k, v in cut.items()}
+        return {k: v if limits[k] < 0 else v[: limits[k]] for k, v in parts.items()}
     sizes = resolve(config.source)[0].split_sizes(len(dataset), config)
-    return split(dataset, sizes, config.split_seed, limits)
+    return split_rows(len(dataset), sizes, config.split_seed, limits)
+
+
+def finetuning_splits(dataset: MoleculeDataset, config) -> dict[str, MoleculeDataset]:
+    """`finetuning_rows` of `dataset`, each part copied out."""
+    return {k: dataset.subset(v) for k, v in finetuning_rows(dataset, config).items()}
+
+
+def write_split_file(path: str, rows: dict[str, np.ndarray]) -> None:
+    """The rows a run used, as TorchMD-Net's splits.npz (`read_split_file` reads it back)."""
+    write_npz(path, {SPLIT_FILE_KEYS[k]: np.asarray(v, np.int64) for k, v in rows.items()})
 
 
 def pretraining_rows(n: int, config) -> dict[str, np.ndarray]:
@@ -207,13 +254,14 @@ def _scaled_sizes(n: int, config) -> Sequence[int]:
 
 def _load_file(kind: str) -> Callable[[str, object], MoleculeDataset]:
     def load_file(path: str, config) -> MoleculeDataset:
+        reader = FILE_READERS.get(kind) or LABELLED_READERS[kind]
         options = {"add_hydrogens": True} if kind == "sdf" else {}
-        records, skipped = FILE_READERS[kind](
-            path, elements=config.elements, on_error="skip", **options
-        )
+        records, skipped = reader(path, elements=config.elements, on_error="skip", **options)
         if skipped:
             print(f"{path}: skipped {len(skipped)} records, e.g. {skipped[0]}")
-        return from_records(records)
+        labels = list(dict.fromkeys(k for r in records for k in r.properties))  # file order
+        forces = all(r.forces is not None for r in records)
+        return from_records(records, labels, source=path, forces=forces)
 
     return load_file
 
@@ -237,8 +285,20 @@ register(
         argument="optional",
     )
 )
-for _kind in FILE_READERS:  # heavy atoms only (PCQM4Mv2's SDF): RDKit places hydrogens
-    register(Source(_kind, load=_load_file(_kind), split_sizes=_scaled_sizes, argument="required"))
+# A user's file: its targets are its numeric properties (CSV columns, SDF tags,
+# extended-XYZ keys), units from "name [unit]" labels or `data.units`. SDF files of heavy
+# atoms only (PCQM4Mv2's) get their hydrogens placed by RDKit.
+for _kind in (*FILE_READERS, *LABELLED_READERS):
+    _units = {"energy": "eV", "forces": "eV/Å"} if _kind == "extxyz" else {}  # ASE's units
+    register(
+        Source(
+            _kind,
+            load=_load_file(_kind),
+            units=_units,
+            split_sizes=_scaled_sizes,
+            argument="required",
+        )
+    )
 register(
     Source(
         "molstore",  # written once by experiments.convert_molecules (PCQM4Mv2), memory-mapped

@@ -50,6 +50,7 @@ class FinetuneTask:
     metrics: tuple[str, ...]  # targets, then "forces" when trained on forces
     units: dict[str, str]
     splits: dict[str, MoleculeDataset]
+    rows: dict[str, np.ndarray]  # the splits' dataset rows (written as splits.npz)
     stats: TargetStats
     model: PropertyModel
     predict_fn: Callable
@@ -101,7 +102,7 @@ def evaluate(predict_fn, params, iterator, mesh, n_targets: int, keep=None) -> n
 
 def format_table(names, units: dict[str, str], rows: dict[str, np.ndarray]) -> str:
     """Markdown table: one column per metric (with unit), one row per named MAE vector."""
-    header = "| | " + " | ".join(f"{t} ({units[t]})" for t in names) + " |"
+    header = "| | " + " | ".join(f"{t} ({units[t]})" if units[t] else t for t in names) + " |"
     lines = [header, "|---" * (len(names) + 1) + "|"]
     for name, values in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{v:.4g}" for v in values) + " |")
@@ -110,19 +111,25 @@ def format_table(names, units: dict[str, str], rows: dict[str, np.ndarray]) -> s
 
 def setup(config, mesh) -> loop.Run:
     """Data, statistics, model, fresh state and step for `config`: a `Run` for `loop.fit`."""
-    source = sources.resolve(config.data.source)[0]
-    targets = sources.parse_targets(config.target, config.data.source)
+    spec = config.data.source
+    source = sources.resolve(spec)[0]
     with_forces = config.loss.force_weight > 0
     n_shards = sharding.shard_count(config.data.n_shards)
     print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}, shards: {n_shards}")
 
-    dataset = sources.load(config.data.source, config.data).select_targets(targets)
+    dataset = sources.load(spec, config.data)
+    # A user's labelled file brings its own targets (and maybe units); registered
+    # sources declare theirs.
+    targets = sources.parse_targets(config.target, spec, source.targets or dataset.target_names)
+    dataset = sources.complete(dataset.select_targets(targets), spec)
+    units = sources.target_units(spec, dataset, config.data)
     if with_forces and (dataset.atom_targets is None or targets[0] != "energy"):
         raise ValueError(
             f"loss.force_weight > 0 needs energies and forces (e.g. MD17); "
             f"{config.data.source} target {targets[0]!r} has none"
         )
-    splits = sources.finetuning_splits(dataset, config.data)
+    rows = sources.finetuning_rows(dataset, config.data)
+    splits = {name: dataset.subset(r) for name, r in rows.items()}
     use_atomref = [t in config.heads.atomref for t in targets]
     stats = fit_target_stats(splits["train"], targets, use_atomref, config.model.max_z)
     model = build_model(config, targets)
@@ -197,11 +204,15 @@ def setup(config, mesh) -> loop.Run:
         init_from=load_pretrained if config.init_from else None,
         # float32 as ever: checkpoints written before stay readable
         extra_arrays={"stats": {k: np.float32(v) for k, v in stats._asdict().items()}},
+        # What `molspectra_jax.load` needs without the data source (a user's file may be
+        # gone): saved with the config in every checkpoint.
+        facts={"targets": list(targets), "units": {m: units[m] for m in metrics}},
         task=FinetuneTask(
             targets=targets,
             metrics=metrics,
-            units=source.units,
+            units=units,
             splits=splits,
+            rows=rows,
             stats=stats,
             model=model,
             predict_fn=predict_fn,
@@ -219,6 +230,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 def _train_and_report(run: loop.Run, config, workdir: str) -> dict:
     """Fit `run`, then test the best checkpoint: the MAE table and `results.json`."""
     mesh, task = run.mesh, run.task
+    if jax.process_index() == 0:
+        sources.write_split_file(os.path.join(workdir, SPLITS), task.rows)
     loop.fit(run, config, workdir)
     best, which = loop.restore_best(run, workdir)
     kept = []
@@ -249,6 +262,7 @@ def _train_and_report(run: loop.Run, config, workdir: str) -> dict:
 
 
 PREDICTIONS = "test_predictions.npz"
+SPLITS = "splits.npz"  # the dataset rows of each split, TorchMD-Net's layout
 
 
 def test_predictions(task: FinetuneTask, kept: list) -> dict[str, np.ndarray]:

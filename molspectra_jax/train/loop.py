@@ -77,6 +77,8 @@ class Run:
       evaluate: `state -> (score, metrics)` on the validation split; lower is better.
       init_from: `state -> state` run on a fresh start only (pre-trained weights).
       extra_arrays: run constants checkpointed beside the state (e.g. target statistics).
+      facts: what the run derived from its config and data (fine-tuning: the targets and
+        their units), saved in every checkpoint's config under these top-level keys.
       task: the task's own facts (models, targets, units, prediction function, ...).
     """
 
@@ -88,6 +90,7 @@ class Run:
     evaluate: Callable[[TrainState], tuple[float, dict]]
     init_from: Callable[[TrainState], TrainState] | None = None
     extra_arrays: dict = dataclasses.field(default_factory=dict)
+    facts: dict = dataclasses.field(default_factory=dict)
     task: Any = None
 
     @functools.cached_property
@@ -145,10 +148,12 @@ def config_changes(saved: dict, current: dict) -> dict[str, tuple]:
     return {k: (a.get(k, _MISSING), b.get(k, _MISSING)) for k in keys if a.get(k) != b.get(k)}
 
 
-def check_resumable(saved: dict, config, directory: str) -> None:
-    """Refuse to resume a run whose data, split, model, loss or optimizer changed."""
+def check_resumable(saved: dict, config, directory: str, facts: dict | None = None) -> None:
+    """Refuse to resume a run whose data, split, model, loss or optimizer changed (or
+    whose derived `facts` did; a checkpoint from before they were saved has none)."""
     allowed = [a.strip() for a in config.train.allow_changes.split(",") if a.strip()]
-    changes = config_changes(saved, config.to_dict())
+    facts = facts or {}
+    changes = config_changes({**facts, **saved}, {**config.to_dict(), **facts})
     refused = {
         k: v for k, v in changes.items() if not any(k.startswith(p) for p in (*RESUMABLE, *allowed))
     }
@@ -183,7 +188,7 @@ def _restore_latest(run: Run, ckpt: Checkpointer, state: TrainState, extra: dict
     """(state, data_state) of the newest readable `latest` step, after checking that it
     is this run (config and run constants); `state` and `extra` are the templates."""
     arrays, data_state, saved_config = ckpt.restore("latest", checkpoint_arrays(state, extra))
-    check_resumable(saved_config, config, ckpt.latest.directory)
+    check_resumable(saved_config, config, ckpt.latest.directory, run.facts)
     for name, current in run.extra_arrays.items():
         for (path, a), b in zip(
             jax.tree_util.tree_leaves_with_path(arrays[name]), jax.tree.leaves(current), strict=True
@@ -244,7 +249,8 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
             data_state = {**feed.state(), "best": best}
             arrays = checkpoint_arrays(state, extra)
             try:
-                ckpt.save(manager, step, arrays, data_state, config.to_dict(), train.max_param_abs)
+                saved = {**config.to_dict(), **run.facts}
+                ckpt.save(manager, step, arrays, data_state, saved, train.max_param_abs)
             except FloatingPointError as e:
                 saved = "none yet" if last_saved is None else f"step {last_saved}, intact"
                 raise RunError(f"stopping: {e}. Last checkpoint: {saved}. {_ADVICE}") from e

@@ -97,7 +97,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 4e-4
     c.optim.warmup_steps = 10_000
+    # "cosine", "cosine_restarts" (official QM9 fine-tuning: periods 100k x 2^i) or
+    # "plateau" (official MD17: x0.8 after 30 flat windows, down to 1e-7); optim.py.
+    c.optim.schedule = "cosine"
     c.optim.final_lr_factor = 0.0
+    c.optim.restart_period = 100_000  # steps of the first cosine cycle
+    c.optim.restart_mult = 2  # each cycle this many times longer than the last
+    c.optim.plateau_factor = 0.8
+    c.optim.plateau_patience = 30  # windows without improvement before a cut
+    c.optim.plateau_window = 100  # steps of training loss averaged per window
+    c.optim.min_lr = 1e-7
+    c.optim.ema_decay = 0.0  # > 0: evaluate, checkpoint-best and predict with an EMA of the weights
     c.optim.weight_decay = 0.0
     c.optim.clip_norm = 0.0  # 0 = off
     c.optim.max_bad_steps = 20  # consecutive non-finite steps before the run fails
@@ -108,6 +118,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.eval_every = 5_000
     c.train.checkpoint_every = 5_000
     c.train.max_to_keep = 2
+    # Stop after this many evaluations without a better validation score (0: never).
+    c.train.early_stopping = 0
     c.train.progress_bar = True
     # Diverged parameters are never checkpointed: a save refuses any |param| beyond this.
     c.train.max_param_abs = 1e4

@@ -33,7 +33,7 @@ from molspectra_jax.train.finetune_step import predict, train_step
 from molspectra_jax.train.handoff import load_pretrained_params
 from molspectra_jax.train.metrics import MetricWriter
 from molspectra_jax.train.neighbors import candidate_check
-from molspectra_jax.train.optim import make_optimizer
+from molspectra_jax.train.optim import current_learning_rate, make_optimizer
 from molspectra_jax.train.state import TrainState, init_variables
 
 
@@ -169,6 +169,9 @@ def setup(config, mesh) -> loop.Run:
     metrics = targets + (("forces",) if with_forces else ())
     step = functools.partial(
         train_step,
+        learning_rate=functools.partial(
+            current_learning_rate, config.optim, config.train.num_steps
+        ),
         model=model,
         std=std,
         mesh=mesh,
@@ -232,7 +235,8 @@ def _train_and_report(run: loop.Run, config, workdir: str) -> dict:
     mesh, task = run.mesh, run.task
     if jax.process_index() == 0:
         sources.write_split_file(os.path.join(workdir, SPLITS), task.rows)
-    loop.fit(run, config, workdir)
+    state, _ = loop.fit(run, config, workdir)
+    steps = int(state.step)  # num_steps, or where early stopping ended the run
     best, which = loop.restore_best(run, workdir)
     kept = []
     test = evaluate(
@@ -240,7 +244,7 @@ def _train_and_report(run: loop.Run, config, workdir: str) -> dict:
     )
     baseline = pipeline.mean_predictor_mae(task.splits, "test", forces="forces" in task.metrics)
     with MetricWriter(workdir) as writer:
-        writer.write(config.train.num_steps, _named("mae", task.metrics, test), "test")
+        writer.write(steps, _named("mae", task.metrics, test), "test")
     label = "best valid checkpoint" if which == "best" else f"{which} checkpoint"
     rows = {f"test MAE ({label})": test, "mean-predictor MAE": baseline}
     table = format_table(task.metrics, task.units, rows)
@@ -249,7 +253,7 @@ def _train_and_report(run: loop.Run, config, workdir: str) -> dict:
         "mean_predictor_mae": dict(zip(task.metrics, baseline.tolist(), strict=True)),
         "checkpoint": which,
         "n_train": len(task.splits["train"]),
-        "steps": config.train.num_steps,
+        "steps": steps,
     }
     if jax.process_index() == 0:
         print(f"\n{table}\n")

@@ -142,11 +142,14 @@ def _mean_abs(error: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(jnp.abs(error) * weight, axes) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
-def train_step(state: TrainState, batch: GraphBatch, **loss_kwargs):
-    """One optimizer step: (state, batch) -> (state, metrics). Randomness from the step."""
+def train_step(state: TrainState, batch: GraphBatch, *, learning_rate=None, **loss_kwargs):
+    """One optimizer step: (state, batch) -> (state, metrics). Randomness from the step.
+    `learning_rate(opt_state, step)` (optional) adds the rate this step trains with."""
     key = jax.random.fold_in(state.key, state.step)
     grad_fn = jax.value_and_grad(functools.partial(finetune_loss, **loss_kwargs), has_aux=True)
-    (_, metrics), grads = grad_fn(state.params, batch, key)
-    state = state.apply_gradients(grads)
+    (loss, metrics), grads = grad_fn(state.params, batch, key)
+    if learning_rate is not None:
+        metrics["learning_rate"] = learning_rate(state.opt_state, state.step)
+    state = state.apply_gradients(grads, loss)
     metrics.update(grad_norm=global_norm(grads), bad_steps=bad_steps(state.opt_state))
     return state, metrics

@@ -33,7 +33,7 @@ from molspectra_jax.data.workers import ParallelBatches
 from molspectra_jax.train import sharding
 from molspectra_jax.train.checkpoint import Checkpointer, CheckpointError
 from molspectra_jax.train.metrics import MetricWriter
-from molspectra_jax.train.optim import reset_bad_steps
+from molspectra_jax.train.optim import ema_params, reset_bad_steps
 from molspectra_jax.train.state import TrainState
 
 STATE_FIELDS = ("step", "params", "opt_state", "key", "batch_stats")
@@ -219,17 +219,25 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
     ckpt = Checkpointer(workdir, train.max_to_keep)
     writer = feed = None
     collated = iterator
+    # What evaluation scores and `best` keeps: the weights, or their EMA (optim.ema_decay).
+    if config.optim.get("ema_decay", 0.0) > 0:
+        scored = lambda s: s.replace(params=ema_params(s.opt_state))  # noqa: E731
+    else:
+        scored = lambda s: s  # noqa: E731
+    patience = config.train.get("early_stopping", 0)
     try:
-        best, resumed_from, last_saved = np.inf, None, None
+        best, best_step, stopped, resumed_from, last_saved = np.inf, 0, 0, None, None
         if ckpt.latest_step() is not None:
             state, data_state = _restore_latest(run, ckpt, state, extra, config)
             iterator.restore(data_state)
             best, resumed_from = float(data_state["best"]), int(state.step)
+            best_step, stopped = data_state.get("best_step", 0), data_state.get("stopped", 0)
             last_saved = resumed_from
             print(f"resumed from step {resumed_from} (epoch {data_state['epoch']})")
         elif run.init_from is not None:
             state = sharding.replicate(run.init_from(state), run.mesh)  # see sharding.jit_step
         writer = MetricWriter(workdir, resumed_from=resumed_from)
+        writer.hyperparameters(config_changes({}, config.to_dict()))
         if jax.process_index() == 0:
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 f.write(config.to_json_best_effort(indent=2))
@@ -246,8 +254,8 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
         )
 
         def save(manager: str, step: int) -> None:
-            data_state = {**feed.state(), "best": best}
-            arrays = checkpoint_arrays(state, extra)
+            data_state = {**feed.state(), "best": best, "best_step": best_step, "stopped": stopped}
+            arrays = checkpoint_arrays(scored(state) if manager == "best" else state, extra)
             try:
                 saved = {**config.to_dict(), **run.facts}
                 ckpt.save(manager, step, arrays, data_state, saved, train.max_param_abs)
@@ -263,7 +271,9 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
             disable=not train.progress_bar or jax.process_index() != 0,
         )
         history, t0, valid, previous = [], time.time(), {}, None
-        for step in range(int(state.step) + 1, train.num_steps + 1):
+        if stopped:
+            print(f"stopped early at step {stopped} (train.early_stopping): nothing to resume")
+        for step in range(int(state.step) + 1, (stopped or train.num_steps) + 1):
             state, metrics = run.step_fn(state, next(feed))
             # The previous step's count, read while this one runs: the device stays busy.
             _check_divergence(previous, step - 1, config.optim.max_bad_steps, last_saved)
@@ -283,17 +293,25 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
                 history, t0 = [], time.time()
             if step % train.eval_every == 0 or last:
                 _check_divergence(metrics, step, config.optim.max_bad_steps, last_saved)
-                score, valid = run.evaluate(state)
+                score, valid = run.evaluate(scored(state))
                 writer.write(step, valid, "valid")
                 bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in valid.items()))
                 if score < best:
-                    best = score
+                    best, best_step = score, step
                     save("best", step)
-            if step % train.checkpoint_every == 0 or last:
+                elif patience and step - best_step >= patience * train.eval_every:
+                    stopped = step
+                    bar.write(
+                        f"stopping early at step {step}: no better validation score since "
+                        f"step {best_step} ({patience} evaluations, train.early_stopping)"
+                    )
+            if step % train.checkpoint_every == 0 or last or stopped:
                 _check_divergence(metrics, step, config.optim.max_bad_steps, last_saved)
                 save("latest", step)
                 last_saved = step
-        _check_divergence(previous, train.num_steps, config.optim.max_bad_steps, last_saved)
+            if stopped:
+                break
+        _check_divergence(previous, int(state.step), config.optim.max_bad_steps, last_saved)
         bar.close()
     finally:
         if feed is not None:

@@ -45,6 +45,15 @@ class MetricWriter:
                 self.tb.add_scalar(f"{prefix}/{k}", v, int(step))
             self.tb.flush()
 
+    def hyperparameters(self, flat: dict[str, tuple]) -> None:
+        """The run's config ({"section.field": (_, value)}, `loop.config_changes({}, ...)`)
+        as a TensorBoard text table beside the curves (config.json holds it too)."""
+        if self.tb is None:
+            return
+        rows = "\n".join(f"| {k} | {v!r} |" for k, (_, v) in sorted(flat.items()))
+        self.tb.add_text("hyperparameters", "| field | value |\n|---|---|\n" + rows, 0)
+        self.tb.flush()
+
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()

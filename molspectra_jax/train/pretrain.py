@@ -21,7 +21,7 @@ from molspectra_jax.models.specformer import SpecFormer, build_specformer
 from molspectra_jax.train import loop, sharding
 from molspectra_jax.train.handoff import load_pretrained_params
 from molspectra_jax.train.neighbors import candidate_check
-from molspectra_jax.train.optim import make_optimizer
+from molspectra_jax.train.optim import current_learning_rate, make_optimizer
 from molspectra_jax.train.pretrain_step import pretrain_loss, pretrain_step
 from molspectra_jax.train.state import TrainState, init_variables
 
@@ -91,6 +91,7 @@ def setup(config, mesh) -> loop.Run:
     )
     iterators["train"].restore({"epoch": 0, "cursor": 0})
     tx = make_optimizer(config.optim, config.train.num_steps)
+    rate = functools.partial(current_learning_rate, config.optim, config.train.num_steps)
     state = TrainState.create(params, tx, state_key, batch_stats)
     print(f"parameters: {sum(x.size for x in jax.tree.leaves(state.params)):,}")
 
@@ -118,7 +119,7 @@ def setup(config, mesh) -> loop.Run:
         name=f"pre-train (stage {config.stage})",
         mesh=mesh,
         state=state,
-        train_step=functools.partial(pretrain_step, **loss_kwargs),
+        train_step=functools.partial(pretrain_step, learning_rate=rate, **loss_kwargs),
         iterators=iterators,
         evaluate=evaluate,
         init_from=load_stage1 if config.init_from else None,

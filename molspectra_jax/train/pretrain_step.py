@@ -95,18 +95,21 @@ def pretrain_loss(
     return total, (metrics, batch_stats)
 
 
-def pretrain_step(state: TrainState, batch: GraphBatch, **loss_kwargs):
-    """(state, batch) -> (state, metrics): fresh noise and patch masks from fold_in(key, step)."""
+def pretrain_step(state: TrainState, batch: GraphBatch, *, learning_rate=None, **loss_kwargs):
+    """(state, batch) -> (state, metrics): fresh noise and patch masks from fold_in(key, step).
+    `learning_rate(opt_state, step)` (optional) adds the rate this step trains with."""
     key = jax.random.fold_in(state.key, state.step)
     grad_fn = jax.value_and_grad(functools.partial(pretrain_loss, **loss_kwargs), has_aux=True)
-    (_, (metrics, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch, key)
+    (loss, (metrics, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch, key)
     metrics["grad_norm"] = global_norm(grads)
+    if learning_rate is not None:
+        metrics["learning_rate"] = learning_rate(state.opt_state, state.step)
     # A non-finite step is skipped by the optimizer (apply_if_finite); keep its BatchNorm
     # statistics out of the state too.
     finite = jnp.isfinite(metrics["loss"])
     batch_stats = jax.tree.map(
         lambda new, old: jnp.where(finite, new, old), batch_stats, state.batch_stats
     )
-    state = state.apply_gradients(grads).replace(batch_stats=batch_stats)
+    state = state.apply_gradients(grads, loss).replace(batch_stats=batch_stats)
     metrics["bad_steps"] = bad_steps(state.opt_state)
     return state, metrics

@@ -31,8 +31,10 @@ class TrainState(flax.struct.PyTreeNode):
             tx=tx,
         )
 
-    def apply_gradients(self, grads) -> TrainState:
-        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+    def apply_gradients(self, grads, loss=None) -> TrainState:
+        """One update; `loss` [] reaches transforms that watch it (reduce-on-plateau)."""
+        extra = {} if loss is None else {"value": loss}
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params, **extra)
         return self.replace(
             step=self.step + 1,
             params=optax.apply_updates(self.params, updates),

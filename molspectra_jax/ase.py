@@ -15,6 +15,8 @@ are refused.
 from __future__ import annotations
 
 import math
+import time
+import warnings
 
 import numpy as np
 
@@ -27,6 +29,7 @@ except ImportError as e:  # pragma: no cover - ase is the optional `[ase]` extra
 import jax
 import jax.numpy as jnp
 
+from molspectra_jax.data import md17
 from molspectra_jax.data.batching import Budget, CandidateEdges, collate
 from molspectra_jax.data.records import MoleculeRecord, check_molecule, from_records
 from molspectra_jax.inference import Model, load
@@ -107,3 +110,57 @@ class Calculator(_AseCalculator):
         energy = float(np.asarray(out["properties"][0, 0, 0], np.float64) + offset)
         forces = np.asarray(out["forces"][0, : len(z)], np.float64)
         return energy * self.ev, forces * self.ev
+
+
+def start_geometry(path: str = ""):
+    """ase.Atoms of `path` (.xyz) or of the shipped MD17 sample's first frame."""
+    from ase import Atoms
+    from ase.io import read
+
+    if path:
+        return read(path)
+
+    frames = md17.load_md17(md17.shipped_md17_path())
+    n = int(frames.n_atoms[0])
+    return Atoms(numbers=frames.atomic_numbers[:n], positions=frames.positions[:n])
+
+
+def run_nve(atoms, calc, steps: int, timestep_fs: float, temperature: float, seed: int) -> dict:
+    """Velocity Verlet of `atoms` under `calc` from Maxwell-Boltzmann velocities (no net
+    momentum): the total energy's largest excursion and least-squares drift per atom,
+    the mean kinetic temperature and the wall time per step."""
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.verlet import VelocityVerlet
+
+    atoms.calc = calc
+    with warnings.catch_warnings():  # ASE 3.29 renames it (thermalize_momenta); 3.23 lacks that
+        warnings.simplefilter("ignore", DeprecationWarning)
+        rng = np.random.default_rng(seed)
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    Stationary(atoms)
+    dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs, logfile=None)
+    total, kinetic_t = [], []
+
+    def record():
+        total.append(atoms.get_total_energy())
+        kinetic_t.append(atoms.get_temperature())
+
+    dyn.attach(record, interval=1)
+    t0 = time.perf_counter()
+    dyn.run(steps)
+    wall = time.perf_counter() - t0
+    total = np.asarray(total)
+    n, t_ps = len(atoms), np.arange(len(total)) * timestep_fs / 1000.0
+    excursion = total - total[0]
+    return {
+        "atoms": n,
+        "steps": steps,
+        "timestep_fs": timestep_fs,
+        "simulated_ps": steps * timestep_fs / 1000.0,
+        "initial_temperature_K": temperature,
+        "mean_temperature_K": float(np.mean(kinetic_t)),
+        "max_abs_excursion_eV_per_atom": float(np.abs(excursion).max() / n),
+        "drift_eV_per_atom_per_ps": float(np.polyfit(t_ps, total, 1)[0] / n),
+        "wall_s_per_step": wall / steps,
+    }

@@ -66,9 +66,9 @@ def _grid(n: int):
     return figure, axes[:n]
 
 
-def draw_learning_curves(workdir: str, units: dict[str, str], out: str) -> str | None:
-    """Train/valid MAE per metric against the step (log scale); None if nothing logged."""
-    series = learning_curve_series(read_metrics(workdir))
+def draw_learning_curves(series: dict, units: dict[str, str], out: str) -> str | None:
+    """Train/valid MAE per metric (`learning_curve_series`) against the step (log
+    scale); None if nothing was logged."""
     if not series:
         return None
     figure, axes = _grid(len(series))
@@ -120,6 +120,7 @@ def draw_parity(predictions: dict[str, np.ndarray], out: str) -> str:
 
 def draw(workdir: str) -> list[str]:
     """Redraw every figure the workdir has the data for; the paths written."""
+    series = learning_curve_series(read_metrics(workdir))  # not a workdir: nothing made
     folder = os.path.join(workdir, FOLDER)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(workdir, "test_predictions.npz")
@@ -129,7 +130,7 @@ def draw(workdir: str) -> list[str]:
             predictions = {k: f[k] for k in f.files}
         names, unit_names = predictions["names"].tolist(), predictions["units"].tolist()
         units = dict(zip(names, unit_names, strict=True))
-    written = [draw_learning_curves(workdir, units, os.path.join(folder, "learning_curves.png"))]
+    written = [draw_learning_curves(series, units, os.path.join(folder, "learning_curves.png"))]
     if predictions is not None:
         written.append(draw_parity(predictions, os.path.join(folder, "parity.png")))
     return [w for w in written if w]

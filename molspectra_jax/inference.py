@@ -3,8 +3,9 @@
 Works on fine-tuning workdirs and on workdirs written by `experiments.import_torchmdnet`
 (both hold an Orbax checkpoint with params, target statistics and the run's config).
 Molecules are a `MoleculeDataset`, records from the readers, or a path (.sdf, .xyz,
-.smi). Batches have one static budget per call (one compile), and padding never changes
-a result: each molecule's prediction is the same alone or in any batch.
+.smi, .csv, .extxyz). Batches have one static budget per call (one compile), and
+padding never changes a result: each molecule's prediction is the same alone or in
+any batch.
 """
 
 from __future__ import annotations
@@ -51,7 +52,53 @@ def read_molecules(
     return reader(path, elements=elements, on_error=on_error)
 
 
-def _checkpoint_folder(workdir: str) -> str:
+def as_dataset(molecules, elements, on_error: str = "raise") -> tuple[MoleculeDataset, list[str]]:
+    """(dataset, names) of a `MoleculeDataset`, records from the readers, or a path."""
+    if isinstance(molecules, MoleculeDataset):
+        return molecules, [str(i) for i in molecules.ids]
+    if isinstance(molecules, (str, os.PathLike)):
+        molecules, skipped = read_molecules(os.fspath(molecules), elements, on_error)
+        for message in skipped:
+            print(f"skipped: {message}")
+    records = list(molecules)
+    return from_records(records), [r.name for r in records]
+
+
+def molecule_batches(dataset: MoleculeDataset, cutoff: float, batch_size: int):
+    """(rows, one-shard GraphBatch) covering `dataset` in order, one static budget (one
+    compile), candidate edges within `cutoff` (nothing moves: no skin)."""
+    edges = candidate_edges(dataset, cutoff)
+    budget = make_budget(dataset, edges, min(batch_size, len(dataset)), 1, 1.0)
+    order = np.arange(len(dataset))
+    start = 0
+    while start < len(order):
+        stop = pack_shard(order, start, dataset.n_atoms, edges.n_edges, budget)
+        yield order[start:stop], collate(dataset, edges, [order[start:stop]], budget)
+        start = stop
+
+
+def pooled_embedding(model_config):
+    """Jitted (encoder params, Graph) -> [G, F]: the encoder's scalars summed over each
+    molecule's atoms (the molecule embedding pre-training contrasts with spectra)."""
+    encoder = build_encoder(model_config)
+
+    def embed(params, graph):
+        x, _ = encoder.apply({"params": params}, graph)
+        return jax.ops.segment_sum(x, graph.graph_index, num_segments=graph.n_graphs)
+
+    return jax.jit(embed)
+
+
+def embed_dataset(embed_fn, params, dataset, cutoff, batch_size, width) -> np.ndarray:
+    """[M, width] float32: `embed_fn(params, graph)` ([G, width]) over `dataset` in order."""
+    out = np.zeros((len(dataset), width), np.float32)
+    for rows, batch in molecule_batches(dataset, cutoff, batch_size):
+        graph = jax.tree.map(lambda x: jnp.asarray(x[0]), batch.graph)
+        out[rows] = np.asarray(embed_fn(params, graph))[: len(rows)]
+    return out
+
+
+def checkpoint_folder(workdir: str) -> str:
     for name in ("best", "latest"):
         folder = os.path.join(workdir, "checkpoints", name)
         if os.path.isdir(folder) and any(p.isdigit() for p in os.listdir(folder)):
@@ -88,25 +135,10 @@ class Model:
         return Mesh(np.array(jax.devices()[:1]), ("data",))
 
     def _dataset(self, molecules, on_error: str = "raise") -> tuple[MoleculeDataset, list[str]]:
-        if isinstance(molecules, MoleculeDataset):
-            return molecules, [str(i) for i in molecules.ids]
-        if isinstance(molecules, str):
-            molecules, skipped = read_molecules(molecules, self.config.data.elements, on_error)
-            for message in skipped:
-                print(f"skipped: {message}")
-        records = list(molecules)
-        return from_records(records), [r.name for r in records]
+        return as_dataset(molecules, self.config.data.elements, on_error)
 
     def _batches(self, dataset: MoleculeDataset):
-        """(rows, one-shard GraphBatch) covering `dataset` in order, one static budget."""
-        edges = candidate_edges(dataset, self.config.model.cutoff)
-        budget = make_budget(dataset, edges, min(self.batch_size, len(dataset)), 1, 1.0)
-        order = np.arange(len(dataset))
-        start = 0
-        while start < len(order):
-            stop = pack_shard(order, start, dataset.n_atoms, edges.n_edges, budget)
-            yield order[start:stop], collate(dataset, edges, [order[start:stop]], budget)
-            start = stop
+        return molecule_batches(dataset, self.config.model.cutoff, self.batch_size)
 
     @functools.cached_property
     def predict_fn(self):
@@ -149,28 +181,18 @@ class Model:
 
     @functools.cached_property
     def _embed_fn(self):
-        encoder = build_encoder(self.config.model)
-
-        def embed(params, graph):
-            x, _ = encoder.apply({"params": params["encoder"]}, graph)
-            return jax.ops.segment_sum(x, graph.graph_index, num_segments=graph.n_graphs)
-
-        return jax.jit(embed)
+        return pooled_embedding(self.config.model)
 
     def embed(self, molecules, on_error: str = "raise") -> np.ndarray:
         """[M, F] per-molecule representations: the encoder's scalars summed over atoms."""
         dataset, _ = self._dataset(molecules, on_error)
-        out = np.zeros((len(dataset), self.config.model.hidden), np.float32)
-        for rows, batch in self._batches(dataset):
-            graph = jax.tree.map(lambda x: jnp.asarray(x[0]), batch.graph)
-            out[rows] = np.asarray(self._embed_fn(self.params, graph))[: len(rows)]
-        return out
+        cutoff, width = self.config.model.cutoff, self.config.model.hidden
+        params = self.params["encoder"]
+        return embed_dataset(self._embed_fn, params, dataset, cutoff, self.batch_size, width)
 
 
-def load(workdir: str, batch_size: int = 32) -> Model:
-    """The model of a fine-tuning (best checkpoint, else latest) or imported workdir."""
-    arrays, saved = read_checkpoint_arrays(_checkpoint_folder(workdir))
-    config = ml_collections.ConfigDict(saved)
+def check_model_fields(workdir: str, config) -> None:
+    """Refuse a checkpoint whose saved model config lacks a field today's encoder has."""
     fields = set(ENCODERS[config.model.name].__dataclass_fields__) - {"parent", "name"}
     fields -= set(COMPUTE_FIELDS)  # defaults (float32) are right for any checkpoint
     missing = sorted(fields - set(config.model))
@@ -179,6 +201,13 @@ def load(workdir: str, batch_size: int = 32) -> Model:
             f"{workdir}: written by an older molspectra-jax whose model lacks {missing}; "
             "its predictions would not be reproduced"
         )
+
+
+def load(workdir: str, batch_size: int = 32) -> Model:
+    """The model of a fine-tuning (best checkpoint, else latest) or imported workdir."""
+    arrays, saved = read_checkpoint_arrays(checkpoint_folder(workdir))
+    config = ml_collections.ConfigDict(saved)
+    check_model_fields(workdir, config)
     if "stats" not in arrays:
         raise CheckpointError(f"{workdir}: not a property model (no target statistics)")
     if "targets" in config:

@@ -12,8 +12,12 @@ from ase import Atoms, units  # noqa: E402
 from ase.optimize import BFGS  # noqa: E402
 
 import molspectra_jax  # noqa: E402
-from benchmarks.nve_drift import run_nve  # noqa: E402
-from molspectra_jax.ase import Calculator, bucket_budget, energy_unit_in_ev  # noqa: E402
+from molspectra_jax.ase import (  # noqa: E402
+    Calculator,
+    bucket_budget,
+    energy_unit_in_ev,
+    run_nve,
+)
 from molspectra_jax.configs import finetune_md17  # noqa: E402
 from molspectra_jax.data import md17  # noqa: E402
 from molspectra_jax.train import finetune  # noqa: E402

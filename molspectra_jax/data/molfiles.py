@@ -273,9 +273,10 @@ def read_csv(
     on_error: str = "raise",
 ) -> tuple[list[MoleculeRecord], list[str]]:
     """Molecules of a CSV table: 3D from the `smiles_column` (case-insensitive; as
-    `read_smiles`), every other column a property (header "name" or "name [unit]";
-    empty cells stay missing, text in a numeric column is an error). `name_column`
-    (default: a column "name" or "id" if there is one) names the records."""
+    `read_smiles`), every column of numbers a property (header "name" or "name [unit]";
+    empty cells stay missing, text in a column of numbers is an error; columns of text
+    are not properties). `name_column` (default: a column "name" or "id" if there is
+    one) names the records."""
     import csv
 
     try:
@@ -296,7 +297,13 @@ def read_csv(
     name_at = next((lower.index(c) for c in (name_column.lower(), "name", "id") if c in lower), -1)
     if name_column and name_at < 0:
         raise DataError(f"{path}: no name column {name_column!r} in the header {header}")
-    columns = [j for j in range(len(header)) if j not in (smiles_at, name_at)]
+    # A property column: one whose first filled cell is a number (text columns such as a
+    # formula or an InChI are not properties; text later in a number column is an error).
+    columns = [
+        j
+        for j in range(len(header))
+        if j not in (smiles_at, name_at) and _is_float(_first_filled(table[1:], j))
+    ]
 
     def parse(i: int):
         row, where = table[i + 1], f"{path}, record {i + 1} (line {i + 2})"
@@ -361,6 +368,18 @@ def read_extxyz(
         )
 
     return _collect(path, range(len(frames)), parse, elements, max_atoms, on_error)
+
+
+def _first_filled(rows, j: int) -> str:
+    return next((row[j].strip() for row in rows if j < len(row) and row[j].strip()), "")
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_number(value) -> bool:

@@ -46,7 +46,8 @@ SPLITS = ("train", "valid", "test")
 # Our split names -> the keys of TorchMD-Net's splits.npz.
 SPLIT_FILE_KEYS = {"train": "idx_train", "valid": "idx_val", "test": "idx_test"}
 FILE_READERS = {"sdf": molfiles.read_sdf, "xyz": molfiles.read_xyz, "smiles": molfiles.read_smiles}
-# Files that carry labels: every numeric property all records share becomes a target.
+# Files that carry labels: every numeric property a record has becomes a target column
+# (NaN for records without it; `complete` leaves those out of a run on that target).
 LABELLED_READERS = {"csv": molfiles.read_csv, "extxyz": molfiles.read_extxyz}
 
 
@@ -112,6 +113,9 @@ def parse_targets(target: str, spec: str, available: Sequence[str] = ()) -> tupl
     unknown = [n for n in names if n not in available]
     if unknown or not names:
         raise ValueError(f"unknown target(s) {unknown}; choose from {available} or 'all'")
+    dotted = [n for n in names if "." in n]  # config keys (checkpoints keep target units)
+    if dotted:
+        raise ValueError(f"target names {dotted} contain '.'; rename those columns or tags")
     return names
 
 
@@ -143,9 +147,20 @@ def complete(dataset: MoleculeDataset, spec: str) -> MoleculeDataset:
 
 def target_units(spec: str, dataset: MoleculeDataset, config) -> dict[str, str]:
     """Unit of every target (and "forces"): the source's, then what the file says, then
-    `config.units` ("" for a unit nobody gives)."""
-    units = {**resolve(spec)[0].units, **dataset.target_units}
-    units.update(parse_units(config.get("units", "")))
+    `config.units` ("" for a unit nobody gives). Units only label values, so a
+    registered dataset's own are not overridden; a file's energy unit gives its forces'."""
+    source = resolve(spec)[0]
+    units = {**source.units, **dataset.target_units}
+    given = parse_units(config.get("units", ""))
+    fixed = sorted(set(given) & set(source.units)) if source.targets else []
+    if fixed:
+        raise ValueError(
+            f"data.units cannot relabel {fixed}: {source.name} gives them in "
+            f"{[source.units[n] for n in fixed]} (values are never converted)"
+        )
+    if "energy" in given and "forces" not in given:
+        given["forces"] = f"{given['energy']}/Å"
+    units.update(given)
     return {n: units.get(n, "") for n in (*dataset.target_names, "forces")}
 
 

@@ -79,15 +79,17 @@ def build_model(config, targets) -> PropertyModel:
 def evaluate(predict_fn, params, iterator, mesh, n_targets: int, keep=None) -> np.ndarray:
     """MAE over one pass of `iterator` (all hosts' molecules): [T] per target in target
     units, then the force-component MAE if `predict_fn` returns forces. `keep` (a list)
-    receives this host's (batch, properties, forces or None) of every batch."""
+    receives this host's (molecule_index, graph_mask, atom_mask, properties, forces or
+    None) of every batch."""
     # |error| sums of the T targets and of force components, molecule and component counts
     totals, with_forces = np.zeros(n_targets + 3), False
     for batch in iterator.one_pass():
         out = predict_fn(params, sharding.global_batch(batch, mesh))
         pred = sharding.host_local(out["properties"], mesh)
         forces = sharding.host_local(out["forces"], mesh) if "forces" in out else None
-        if keep is not None:
-            keep.append((batch, pred, forces))
+        if keep is not None:  # what test_predictions needs, not the whole padded batch
+            graph = batch.graph
+            keep.append((batch.molecule_index, graph.graph_mask, graph.atom_mask, pred, forces))
         graph_mask, atom_mask = batch.graph.graph_mask, batch.graph.atom_mask
         totals[:n_targets] += np.abs(pred - batch.targets)[graph_mask].sum(0)
         totals[-2] += graph_mask.sum()
@@ -195,7 +197,8 @@ def setup(config, mesh) -> loop.Run:
 
     def load_pretrained(state):
         params = load_pretrained_params(state.params, config.init_from, config.model.to_dict())
-        return state.replace(params=params)
+        # A fresh optimizer state of these weights (a weight EMA starts from them too).
+        return state.replace(params=params, opt_state=state.tx.init(params))
 
     return loop.Run(
         name="fine-tune",
@@ -233,9 +236,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
 def _train_and_report(run: loop.Run, config, workdir: str) -> dict:
     """Fit `run`, then test the best checkpoint: the MAE table and `results.json`."""
     mesh, task = run.mesh, run.task
-    if jax.process_index() == 0:
-        sources.write_split_file(os.path.join(workdir, SPLITS), task.rows)
+    split_file = os.path.join(workdir, SPLITS)
+    fresh = not os.path.isdir(os.path.join(workdir, "checkpoints", "latest"))
+    if fresh and jax.process_index() == 0:  # a resumed run's split is checked first (fit)
+        sources.write_split_file(split_file, task.rows)
     state, _ = loop.fit(run, config, workdir)
+    if jax.process_index() == 0:
+        sources.write_split_file(split_file, task.rows)
     steps = int(state.step)  # num_steps, or where early stopping ended the run
     best, which = loop.restore_best(run, workdir)
     kept = []
@@ -259,9 +266,14 @@ def _train_and_report(run: loop.Run, config, workdir: str) -> dict:
         print(f"\n{table}\n")
         with atomic_open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(result, f, indent=2)
-        write_npz(os.path.join(workdir, PREDICTIONS), test_predictions(task, kept))
-        for path in figures.draw(workdir):
-            print(f"wrote {path}")
+        if kept:
+            write_npz(os.path.join(workdir, PREDICTIONS), test_predictions(task, kept))
+        try:  # the figures are a view of what is written: never worth failing the run
+            for path in figures.draw(workdir):
+                print(f"wrote {path}")
+        except (OSError, ValueError, RuntimeError) as e:
+            print(f"warning: the figures were not drawn ({type(e).__name__}: {e}); "
+                  f"redraw them with experiments.figures --workdir {workdir}")  # fmt: skip
     return result
 
 
@@ -275,22 +287,24 @@ def test_predictions(task: FinetuneTask, kept: list) -> dict[str, np.ndarray]:
     `atomref_sum` [M, T] (the composition's share, to plot without it), `names` and
     `units` [T (+1)], and for force models `forces_true` / `forces_predicted` [A, 3]."""
     test, stats = task.splits["test"], task.stats
-    rows = np.concatenate([b.molecule_index[b.graph.graph_mask] for b, _, _ in kept])
-    residual = np.concatenate([p[b.graph.graph_mask] for b, p, _ in kept]).astype(np.float64)
+    rows = np.concatenate([index[graphs] for index, graphs, _, _, _ in kept])
+    residual = np.concatenate([pred[graphs] for _, graphs, _, pred, _ in kept])
     molecule_level = [kind in MOLECULE_LEVEL for kind in task.model.heads]
     offsets = target_offsets(test, stats.mean, stats.atomref, molecule_level)
     atomref_sum = composition_matrix(test, stats.atomref.shape[0]) @ stats.atomref
     out = {
         "ids": test.ids[rows],
         "true": test.targets[rows],
-        "predicted": residual + offsets[rows],
+        "predicted": residual.astype(np.float64) + offsets[rows],
         "atomref_sum": atomref_sum[rows],
         "names": np.asarray(task.metrics),
         "units": np.asarray([task.units[m] for m in task.metrics]),
     }
-    if kept[0][2] is not None:
-        out["forces_predicted"] = np.concatenate([f[b.graph.atom_mask] for b, _, f in kept])
-        out["forces_true"] = np.concatenate([b.atom_targets[b.graph.atom_mask] for b, _, _ in kept])
+    if kept[0][4] is not None:
+        out["forces_predicted"] = np.concatenate([f[atoms] for _, _, atoms, _, f in kept])
+        atoms = np.concatenate([test.offsets[r] + np.arange(n) for r, n in
+                                zip(rows, test.n_atoms[rows], strict=True)])  # fmt: skip
+        out["forces_true"] = test.atom_targets[atoms]
     return out
 
 

@@ -53,6 +53,20 @@ RESUMABLE = (
     "init_from",  # used on a fresh start only
 )
 _MISSING = "<absent>"
+# Fields added after 0.1.0, with the value that does what a run without them did: a
+# checkpoint that lacks one resumes when the run keeps that value.
+ADDED_FIELDS = {
+    "data.units": "",
+    "optim.schedule": "cosine",
+    "optim.restart_period": 100_000,
+    "optim.restart_mult": 2,
+    "optim.plateau_factor": 0.8,
+    "optim.plateau_patience": 30,
+    "optim.plateau_window": 100,
+    "optim.min_lr": 1e-7,
+    "optim.ema_decay": 0.0,
+    "train.early_stopping": 0,
+}
 _ADVICE = (
     "Lower optim.learning_rate or set optim.clip_norm, then re-run: it resumes from that "
     "checkpoint (add --config.train.allow_changes=optim to change this run's optimizer)"
@@ -154,6 +168,11 @@ def check_resumable(saved: dict, config, directory: str, facts: dict | None = No
     allowed = [a.strip() for a in config.train.allow_changes.split(",") if a.strip()]
     facts = facts or {}
     changes = config_changes({**facts, **saved}, {**config.to_dict(), **facts})
+    changes = {
+        k: (a, b)
+        for k, (a, b) in changes.items()
+        if not (a == _MISSING and ADDED_FIELDS.get(k, a) == b)
+    }
     refused = {
         k: v for k, v in changes.items() if not any(k.startswith(p) for p in (*RESUMABLE, *allowed))
     }
@@ -231,7 +250,9 @@ def fit(run: Run, config, workdir: str) -> tuple[TrainState, dict]:
             state, data_state = _restore_latest(run, ckpt, state, extra, config)
             iterator.restore(data_state)
             best, resumed_from = float(data_state["best"]), int(state.step)
-            best_step, stopped = data_state.get("best_step", 0), data_state.get("stopped", 0)
+            # (a checkpoint from before early stopping: patience counts from here)
+            best_step = data_state.get("best_step", resumed_from)
+            stopped = data_state.get("stopped", 0)
             last_saved = resumed_from
             print(f"resumed from step {resumed_from} (epoch {data_state['epoch']})")
         elif run.init_from is not None:

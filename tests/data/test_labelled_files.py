@@ -60,9 +60,11 @@ def test_csv_columns_become_targets_with_the_headers_units(tmp_path):
 
 
 def test_bad_csv_input_names_file_record_and_problem(tmp_path):
-    bad = write_csv(tmp_path / "bad.csv", [("x", "CCO", "high", "1")])
-    with pytest.raises(DataError, match=r"bad.csv, record 1 \(line 2\): column 'logS \[mol/L\]'"):
+    bad = write_csv(tmp_path / "bad.csv", [("x", "CCO", "1.0", "1"), ("y", "CC", "high", "1")])
+    with pytest.raises(DataError, match=r"bad.csv, record 2 \(line 3\): column 'logS \[mol/L\]'"):
         read_csv(bad)
+    text = write_csv(tmp_path / "text.csv", [("x", "CCO", "C2H6O", "1")])  # a formula column
+    assert read_csv(text)[0][0].properties == {"tpsa": 1.0}
     short = write_csv(tmp_path / "short.csv", [("x", "CCO", "1")])
     with pytest.raises(DataError, match=r"record 1 \(line 2\): 3 cells for 4 columns"):
         read_csv(short)
@@ -144,3 +146,15 @@ def test_bad_extxyz_input(tmp_path):
     broken.write_text("3\nProperties=species:S:1:pos:R:3\nC 0 0 0\nH 1 0\n")
     with pytest.raises(DataError, match="broken.extxyz: not a readable extended XYZ"):
         read_extxyz(str(broken))
+
+
+def test_units_label_values_and_never_relabel_a_registered_source(tmp_path):
+    path = write_extxyz(tmp_path / "frames.extxyz", frames=3)
+    dataset = sources.load(f"extxyz:{path}", data_config(elements=(1, 6, 8)))
+    units = sources.target_units(f"extxyz:{path}", dataset, data_config(units="energy=kcal/mol"))
+    assert units["energy"] == "kcal/mol" and units["forces"] == "kcal/mol/Å"
+    qm9_like = dataset.select_targets(())
+    with pytest.raises(ValueError, match=r"cannot relabel \['energy'\]"):
+        sources.target_units("md17", qm9_like, data_config(units="energy=eV"))
+    with pytest.raises(ValueError, match="contain '.'"):
+        sources.parse_targets("log.S", "csv:x.csv", available=("log.S",))

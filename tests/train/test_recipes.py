@@ -126,3 +126,17 @@ def test_recipe_fields_have_defaults_that_change_nothing():
     assert optim.schedule == "cosine" and optim.ema_decay == 0.0
     assert finetune_qm9.get_config().train.early_stopping == 0
     assert isinstance(optim, ml_collections.ConfigDict)
+
+
+def test_checkpoints_from_before_the_recipe_fields_still_resume():
+    from molspectra_jax.train.loop import ADDED_FIELDS, RunError, check_resumable
+
+    config = test_config.get_config()
+    saved = json.loads(json.dumps(config.to_dict()))  # as a checkpoint holds it
+    for field in ADDED_FIELDS:  # as 0.1.0 wrote it: without the new fields
+        section, name = field.split(".")
+        del saved[section][name]
+    check_resumable(saved, config, "old")  # their neutral values: the same run
+    config.optim.ema_decay = 0.5
+    with pytest.raises(RunError, match="optim.ema_decay"):
+        check_resumable(saved, config, "old")

@@ -1,0 +1,138 @@
+"""Spectrum -> structure search with a stage-2 pre-training workdir.
+
+  from molspectra_jax import retrieval
+  model = retrieval.load("workdirs/pretrain_stage2")
+  hits = model.search({"ir": ir, "raman": raman, "uv": uv}, "candidates.sdf", k=10)
+  hits.index[q], hits.score[q]        # the k best candidates of query q, best first
+
+Queries are spectra on the model's grids (`molspectra_jax.spectra.SPECTRA`), one row
+per query and one array per modality the model was pre-trained on
+(`config.specformer.spectra`); SpecFormer embeds them, the 3D encoder embeds the
+candidates (sum-pooled atom scalars), and candidates rank by the cosine of the two
+embeddings, the similarity the contrastive loss trained. A model pre-trained on a
+subset (`specformer.spectra=("ir",)`) takes IR-only queries; a query lacking a modality
+the model needs is an error naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+
+import jax
+import ml_collections
+import numpy as np
+
+from molspectra_jax.inference import (
+    as_dataset,
+    check_model_fields,
+    checkpoint_folder,
+    embed_dataset,
+    pooled_embedding,
+)
+from molspectra_jax.models.specformer import build_specformer
+from molspectra_jax.spectra import SPECTRA
+from molspectra_jax.train.checkpoint import CheckpointError, read_checkpoint_arrays
+
+
+@dataclasses.dataclass(frozen=True)
+class Hits:
+    """The `k` best candidates of each of Q queries, best first."""
+
+    index: np.ndarray  # [Q, k] candidate rows
+    score: np.ndarray  # [Q, k] cosine similarity
+    names: list[str]  # the candidates' names (index into it)
+
+
+@dataclasses.dataclass
+class SpectraModel:
+    """A stage-2 pre-trained encoder + SpecFormer, for embedding and search."""
+
+    config: ml_collections.ConfigDict
+    params: dict  # encoder params + params["specformer"]
+    batch_stats: dict  # SpecFormer's BatchNorm running statistics
+    batch_size: int = 64
+
+    @property
+    def spectra(self) -> tuple[str, ...]:
+        """The modalities every query must have."""
+        return tuple(self.config.specformer.spectra)
+
+    @functools.cached_property
+    def _specformer_fn(self):
+        specformer = build_specformer(self.config.specformer)
+
+        def embed(variables, spectra):
+            return specformer.apply(variables, spectra, train=False)["embedding"]
+
+        return jax.jit(embed)
+
+    def embed_spectra(self, spectra: Mapping[str, np.ndarray]) -> np.ndarray:
+        """[Q, E] unit-norm SpecFormer embeddings of `spectra` ({modality: [Q, L]} on the
+        model's grids; extra modalities are ignored)."""
+        missing = [name for name in self.spectra if name not in spectra]
+        if missing:
+            raise ValueError(
+                f"the query lacks {missing}: this model was pre-trained on {list(self.spectra)} "
+                f"(got {sorted(spectra)})"
+            )
+        arrays = {name: np.asarray(spectra[name], np.float32) for name in self.spectra}
+        q = len(next(iter(arrays.values())))
+        for name, array in arrays.items():
+            expected = (q, SPECTRA[name].grid.length)
+            if array.shape != expected:
+                raise ValueError(f"query spectra[{name!r}] is {array.shape}, expected {expected}")
+        variables = {"params": self.params["specformer"], "batch_stats": self.batch_stats}
+        out, b = np.zeros((q, self.config.specformer.embed_dim), np.float32), self.batch_size
+        for start in range(0, q, b):  # padded to one batch shape: one compile
+            chunk = {k: _pad_rows(v[start : start + b], b) for k, v in arrays.items()}
+            out[start : start + b] = np.asarray(self._specformer_fn(variables, chunk))[: q - start]
+        return _unit(out)
+
+    @functools.cached_property
+    def _molecule_fn(self):
+        return pooled_embedding(self.config.model)
+
+    def embed_molecules(self, molecules, on_error: str = "raise") -> tuple[np.ndarray, list[str]]:
+        """([M, F] unit-norm 3D embeddings, names) of a dataset, records or a file."""
+        dataset, names = as_dataset(molecules, self.config.data.elements, on_error)
+        cutoff, width = self.config.model.cutoff, self.config.model.hidden
+        params = self.params["encoder"]
+        out = embed_dataset(self._molecule_fn, params, dataset, cutoff, self.batch_size, width)
+        return _unit(out), names
+
+    def search(
+        self, spectra: Mapping[str, np.ndarray], candidates, k: int = 10, on_error: str = "raise"
+    ) -> Hits:
+        """The `k` candidates (dataset, records or file) most similar to each query."""
+        queries = self.embed_spectra(spectra)
+        keys, names = self.embed_molecules(candidates, on_error)
+        k = min(k, len(names))
+        scores = queries @ keys.T  # [Q, M] cosines
+        index = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return Hits(index, np.take_along_axis(scores, index, axis=1), names)
+
+
+def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    return np.concatenate([a, np.zeros((rows - len(a), *a.shape[1:]), a.dtype)])
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def load(workdir: str, batch_size: int = 64) -> SpectraModel:
+    """The stage-2 model of a pre-training workdir (best checkpoint, else latest)."""
+    arrays, saved = read_checkpoint_arrays(checkpoint_folder(workdir))
+    config = ml_collections.ConfigDict(saved)
+    if config.get("stage") != 2 or "specformer" not in arrays["params"]:
+        raise CheckpointError(
+            f"{workdir}: not a stage-2 pre-training run (no SpecFormer); spectrum search "
+            "needs the contrastively trained encoder and SpecFormer"
+        )
+    check_model_fields(workdir, config)
+    params = jax.tree.map(np.asarray, arrays["params"])
+    batch_stats = jax.tree.map(np.asarray, arrays.get("batch_stats", {}))
+    config.model.layout = "sparse"  # candidates of any size, one program (inference.load)
+    return SpectraModel(config, params, batch_stats, batch_size)

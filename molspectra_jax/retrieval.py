@@ -24,6 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from molspectra_jax.data.records import DataError
 from molspectra_jax.inference import (
     as_dataset,
     check_model_fields,
@@ -112,6 +113,67 @@ class SpectraModel:
         scores = queries @ keys.T  # [Q, M] cosines
         index = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return Hits(index, np.take_along_axis(scores, index, axis=1), names)
+
+
+def read_spectrum_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x [n], intensity [n]) of a two-column text file: comma, semicolon, tab or space
+    separated; a header line and `#` comments are skipped. Errors name the file and line."""
+    xs, ys = [], []
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e})") from e
+    for number, line in enumerate(lines, 1):
+        fields = line.replace(",", " ").replace(";", " ").split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            x, y = float(fields[0]), float(fields[1])
+        except (ValueError, IndexError):
+            if not xs:  # a header
+                continue
+            raise DataError(f"{path}, line {number}: expected two numbers, got {line!r}") from None
+        xs.append(x)
+        ys.append(y)
+    if len(xs) < 2:
+        raise DataError(f"{path}: fewer than two (x, intensity) rows")
+    return np.asarray(xs), np.asarray(ys)
+
+
+def on_grid(modality: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """[L] `y(x)` linearly resampled onto the model's grid for `modality` (x in the grid's
+    unit, e.g. cm^-1 for IR and Raman, eV for UV); 0 outside the measured range,
+    negative intensities clipped to 0."""
+    grid = SPECTRA[modality].grid
+    order = np.argsort(x)
+    x, y = np.asarray(x, np.float64)[order], np.asarray(y, np.float64)[order]
+    if x[-1] < grid.start or x[0] > grid.stop:
+        raise DataError(
+            f"{modality} spectrum spans {x[0]:g}..{x[-1]:g}, outside the model's grid "
+            f"{grid.start:g}..{grid.stop:g} {grid.unit}"
+        )
+    points = grid.points()
+    out = np.interp(points, x, np.maximum(y, 0.0), left=0.0, right=0.0)
+    return out.astype(np.float32)
+
+
+def scale_to_area(spectrum: np.ndarray, modality: str, area: float) -> np.ndarray:
+    """`spectrum` [L] rescaled so that it integrates (over the grid) to `area`: external
+    spectra come in their own intensity units, the model reads log10(1 + intensity)."""
+    step = SPECTRA[modality].grid.step
+    total = float(np.sum(spectrum)) * step
+    if total <= 0:
+        raise DataError(f"{modality} spectrum has no intensity on the model's grid")
+    return (spectrum * (area / total)).astype(np.float32)
+
+
+def median_areas(spectra: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """{modality: median integral} of dense spectra on the grids (a reference scale)."""
+    return {
+        k: float(np.median(np.asarray(v).sum(axis=1) * SPECTRA[k].grid.step))
+        for k, v in spectra.items()
+    }
 
 
 def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:

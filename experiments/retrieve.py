@@ -20,7 +20,6 @@ name), `score` (cosine of the contrastive embeddings).
 import csv
 import sys
 
-import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
@@ -42,8 +41,7 @@ _ON_ERROR = flags.DEFINE_enum("on_error", "raise", ["raise", "skip"], "Bad candi
 
 def source_queries(model, spec: str, ids: list[str]) -> tuple[list[str], dict]:
     """(names, {modality: [Q, L]}) of molecules of a spectra source, by id."""
-    data = ml_collections.ConfigDict(model.config.data.to_dict())
-    dataset = sources.load(spec, data)
+    dataset = sources.load(spec, model.config.data)
     rows = np.arange(len(dataset))
     if ids:
         where = {int(i): r for r, i in enumerate(dataset.ids)}
@@ -58,8 +56,7 @@ def source_queries(model, spec: str, ids: list[str]) -> tuple[list[str], dict]:
 def file_query(model, items: list[str]) -> tuple[list[str], dict]:
     """(["query"], {modality: [1, L]}) of `modality=file` items, scaled to the shipped
     spectra's median areas."""
-    data = ml_collections.ConfigDict(model.config.data.to_dict())
-    reference = retrieval.median_areas(sources.load("embedded", data).spectra)
+    reference = retrieval.median_areas(sources.load("embedded", model.config.data).spectra)
     spectra = {}
     for item in items:
         modality, equals, path = item.partition("=")

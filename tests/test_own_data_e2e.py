@@ -86,6 +86,9 @@ def test_extxyz_energy_and_force_fine_tuning_in_ev(tmp_path, capsys):
     results = finetune.train_and_evaluate(c, str(tmp_path / "run"))
     assert set(results["test_mae"]) == {"energy", "forces"}
     assert "| | energy (eV) | forces (eV/Å) |" in capsys.readouterr().out
+    with np.load(tmp_path / "run" / "test_predictions.npz") as f:  # per-atom forces, in order
+        error = np.abs(f["forces_predicted"] - f["forces_true"]).mean()
+    assert error == pytest.approx(results["test_mae"]["forces"], rel=1e-4)
     model = molspectra_jax.load(str(tmp_path / "run"))
     assert model.forces and model.units == {"energy": "eV", "forces": "eV/Å"}
     assert sources.resolve(c.data.source)[0].units["energy"] == "eV"

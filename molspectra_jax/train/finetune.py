@@ -17,7 +17,7 @@ import numpy as np
 
 from molspectra_jax import figures
 from molspectra_jax.data import pipeline, sources
-from molspectra_jax.data.records import MoleculeDataset
+from molspectra_jax.data.records import MoleculeDataset, concat_ranges
 from molspectra_jax.data.statistics import (
     TargetStats,
     composition_matrix,
@@ -302,8 +302,7 @@ def test_predictions(task: FinetuneTask, kept: list) -> dict[str, np.ndarray]:
     }
     if kept[0][4] is not None:
         out["forces_predicted"] = np.concatenate([f[atoms] for _, _, atoms, _, f in kept])
-        atoms = np.concatenate([test.offsets[r] + np.arange(n) for r, n in
-                                zip(rows, test.n_atoms[rows], strict=True)])  # fmt: skip
+        atoms = concat_ranges(test.offsets[rows], test.n_atoms[rows])  # in batch atom order
         out["forces_true"] = test.atom_targets[atoms]
     return out
 

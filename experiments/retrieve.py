@@ -7,9 +7,10 @@
 
 Queries: molecules of a spectra source (`--spectra embedded`, `store:<folder>` from
 `experiments.generate_spectra`, or `qm9s:<folder>`; `--ids` picks molecules by id), or
-one spectrum given as two-column files (`--spectrum modality=file`, x in the grid's unit:
-cm^-1 for IR and Raman, eV for UV), resampled onto the model's grids and scaled to the
-median area of the shipped spectra (their own intensity units are unknown).
+one spectrum given as files (`--spectrum modality=file`): JCAMP-DX (`.jdx`/`.dx`, units
+from the file, transmittance converted to absorbance) or two columns (x in the grid's
+unit: cm^-1 for IR and Raman, eV for UV), resampled onto the model's grids and scaled
+to the median area of the shipped spectra (their own intensity units are unknown).
 Candidates: .sdf, .xyz, .smi (3D from RDKit), .csv (a smiles column) or .extxyz. The
 model is a stage-2 pre-training workdir; every modality it was pre-trained on is needed.
 
@@ -64,7 +65,7 @@ def file_query(model, items: list[str]) -> tuple[list[str], dict]:
             raise ValueError(
                 f"--spectrum {item!r}: expected modality=file, modality in {list(reference)}"
             )
-        x, y = retrieval.read_spectrum_csv(path)
+        x, y = retrieval.read_spectrum(path, modality)
         grid = retrieval.on_grid(modality, x, y)
         spectra[modality] = retrieval.scale_to_area(grid, modality, reference[modality])[None]
     return ["query"], spectra

@@ -16,8 +16,10 @@ the model needs is an error naming it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import io
 from collections.abc import Mapping
 
 import jax
@@ -34,6 +36,7 @@ from molspectra_jax.inference import (
 )
 from molspectra_jax.models.specformer import build_specformer
 from molspectra_jax.spectra import SPECTRA
+from molspectra_jax.spectra import spectrum as spectrum_type
 from molspectra_jax.train.checkpoint import CheckpointError, read_checkpoint_arrays
 
 
@@ -139,6 +142,94 @@ def read_spectrum_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
     if len(xs) < 2:
         raise DataError(f"{path}: fewer than two (x, intensity) rows")
     return np.asarray(xs), np.asarray(ys)
+
+
+# JCAMP-DX x units -> photon wavenumber in cm^-1; grid units -> cm^-1 per grid unit.
+_JCAMP_X = {
+    "1/cm": lambda x: x,
+    "cm-1": lambda x: x,
+    "cm^-1": lambda x: x,
+    "micrometers": lambda x: 1e4 / x,
+    "microns": lambda x: 1e4 / x,
+    "um": lambda x: 1e4 / x,
+    "nanometers": lambda x: 1e7 / x,
+    "nm": lambda x: 1e7 / x,
+    "ev": lambda x: x * _WAVENUMBERS_PER_EV,
+}
+_WAVENUMBERS_PER_EV = 8065.54429  # cm^-1 / eV
+_WAVENUMBERS_PER_GRID_UNIT = {"cm^-1": 1.0, "eV": _WAVENUMBERS_PER_EV}
+# JCAMP-DX y units -> intensity proportional to absorption (what the model was trained on).
+_JCAMP_Y = {
+    "absorbance": lambda y: y,
+    "transmittance": lambda y: -np.log10(np.clip(y, 1e-6, 1.0)),
+    "%t": lambda y: -np.log10(np.clip(y / 100.0, 1e-6, 1.0)),
+    "percent transmittance": lambda y: -np.log10(np.clip(y / 100.0, 1e-6, 1.0)),
+    "molar absorptivity": lambda y: y,
+    "epsilon": lambda y: y,
+    "log(epsilon)": lambda y: 10.0**y,
+    "logarithm(epsilon)": lambda y: 10.0**y,
+    "arbitrary units": lambda y: y,
+    "counts": lambda y: y,
+    "intensity": lambda y: y,
+    "raman intensity": lambda y: y,
+}
+
+
+def read_spectrum_jcamp(path: str, modality: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x [n] in the grid's unit of `modality`, intensity [n]) of a JCAMP-DX file, read
+    with the `jcamp` package. x in 1/CM, MICROMETERS, NANOMETERS or EV is converted to
+    the grid's unit (photon energy: 250 nm is 4.96 eV; Raman shifts only in 1/CM);
+    TRANSMITTANCE (fraction, or percent: values above 1.5) becomes absorbance, -log10 T,
+    and LOG(EPSILON) epsilon. Errors name the file."""
+    import jcamp
+
+    grid_unit = spectrum_type(modality).grid.unit
+    messages = io.StringIO()  # the parser prints its warnings (failed Y checks, ...)
+    try:
+        with contextlib.redirect_stdout(messages):
+            record = jcamp.readfile(path)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e})") from e
+    except Exception as e:  # the parser's own errors (ValueError, IndexError, ...)
+        raise DataError(f"{path}: not a readable JCAMP-DX file ({type(e).__name__}: {e})") from e
+    blocks = record.get("blocks", 1)
+    if record.get("children") or (isinstance(blocks, int) and blocks > 1):
+        raise DataError(f"{path}: a compound JCAMP-DX file ({blocks} blocks); give one per file")
+    x, y = np.asarray(record.get("x", ()), np.float64), np.asarray(record.get("y", ()), np.float64)
+    if len(x) < 2 or x.shape != y.shape:
+        problems = " ".join(messages.getvalue().split())[:300]
+        raise DataError(
+            f"{path}: no readable XYDATA or XYPOINTS table of at least two points"
+            + (f" ({problems})" if problems else "")
+        )
+    x_unit = str(record.get("xunits", "")).strip().lower()
+    y_unit = str(record.get("yunits", "")).strip().lower()
+    if x_unit not in _JCAMP_X:
+        raise DataError(f"{path}: ##XUNITS={x_unit!r} is not one of {sorted(_JCAMP_X)}")
+    if y_unit not in _JCAMP_Y:
+        raise DataError(f"{path}: ##YUNITS={y_unit!r} is not one of {sorted(_JCAMP_Y)}")
+    if modality == "raman" and _JCAMP_X[x_unit](1.0) != 1.0:
+        raise DataError(f"{path}: Raman shifts must be in 1/CM, not {x_unit!r}")
+    if y_unit == "transmittance" and np.nanmax(y) > 1.5:
+        y = y / 100.0  # percent, though labelled as a fraction
+    x = _JCAMP_X[x_unit](x) / _WAVENUMBERS_PER_GRID_UNIT[grid_unit]
+    return x, _JCAMP_Y[y_unit](y)
+
+
+def read_spectrum(path: str, modality: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x in the grid's unit, intensity) of a query file: JCAMP-DX (`.jdx`, `.dx`,
+    `.jcamp`, or any file starting with `##`) or two-column text (`read_spectrum_csv`)."""
+    if path.lower().endswith((".jdx", ".dx", ".jcamp")) or _starts_with_label(path):
+        return read_spectrum_jcamp(path, modality)
+    return read_spectrum_csv(path)
+
+
+def _starts_with_label(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            return f.read(2) == "##"
+    except OSError:
+        return False  # read_spectrum_csv names the file
 
 
 def on_grid(modality: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:

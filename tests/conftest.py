@@ -1,9 +1,18 @@
 """Shared pytest fixtures: PRNG keys and NaN/Inf trapping, as e3nn-jax's tests do."""
 
+import os
 import sys
 
 import jax
 import pytest
+
+# Each pytest-xdist worker gets its share of the cores: OpenMP libraries (tblite, PySCF,
+# torch) otherwise start a thread per core in every worker and spin against each other
+# (a 7 s spectroscopy test took 96 s next to a JAX test). Set before they are imported.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(autouse=True)

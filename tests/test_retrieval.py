@@ -3,6 +3,8 @@ candidates by the contrastive cosine; padding never changes an embedding; a mode
 pre-trained on a subset of modalities takes those queries and names what is missing."""
 
 import csv
+import json
+import re
 import subprocess
 import sys
 
@@ -14,6 +16,7 @@ from molspectra_jax import examples, retrieval
 from molspectra_jax.configs import test_pretrain
 from molspectra_jax.data.records import DataError
 from molspectra_jax.spectra import SPECTRA
+from molspectra_jax.spectroscopy import embedded
 from molspectra_jax.train import pretrain
 from molspectra_jax.train.checkpoint import CheckpointError
 from molspectra_jax.train.pretrain import load_splits
@@ -108,6 +111,126 @@ def test_two_column_files_are_resampled_onto_the_grid(tmp_path):
         retrieval.read_spectrum_csv(str(tmp_path / "bad.csv"))
 
 
+# JCAMP-DX ordinate compression (JCAMP-DX 4.24 spec, section 5.9): SQZ starts a line's
+# first value, DIF encodes each difference from the previous value.
+_SQZ = {0: "@", **{d: "ABCDEFGHI"[d - 1] for d in range(1, 10)}}
+_SQZ.update({-d: "abcdefghi"[d - 1] for d in range(1, 10)})
+_DIF = {0: "%", **{d: "JKLMNOPQR"[d - 1] for d in range(1, 10)}}
+_DIF.update({-d: "jklmnopqr"[d - 1] for d in range(1, 10)})
+
+
+def _compressed(value: int, table: dict) -> str:
+    digits = str(abs(int(value)))
+    return table[int(digits[0]) * (1 if value >= 0 else -1)] + digits[1:]
+
+
+def write_jcamp(path, x, y, xunits, yunits, compressed=False, per_line=10):
+    """A single-spectrum JCAMP-DX 4.24 file as instruments export it: an (X++(Y..Y))
+    table of integer ordinates times YFACTOR, plain or DIF-compressed (each line then
+    repeats the previous line's last ordinate, the Y check); x uniform."""
+    yfactor = float(np.max(np.abs(y))) / 30000.0
+    ordinates = np.round(np.asarray(y) / yfactor).astype(int)
+    n = len(x)
+    lines = [
+        "##TITLE=molspectra-jax test spectrum", "##JCAMP-DX=4.24",
+        "##DATA TYPE=INFRARED SPECTRUM", f"##XUNITS={xunits}", f"##YUNITS={yunits}",
+        "##XFACTOR=1.0", f"##YFACTOR={yfactor:.10g}", f"##FIRSTX={x[0]:.6f}",
+        f"##LASTX={x[-1]:.6f}", f"##DELTAX={(x[-1] - x[0]) / (n - 1):.8f}",
+        f"##NPOINTS={n}", "##XYDATA=(X++(Y..Y))",
+    ]  # fmt: skip
+    start = 0
+    while start < n:
+        stop = min(start + per_line, n)
+        row = ordinates[start:stop]
+        if compressed:
+            body = _compressed(row[0], _SQZ) + "".join(_compressed(d, _DIF) for d in np.diff(row))
+        else:
+            body = " ".join(str(v) for v in row)
+        lines.append(f"{x[start]:.6f} {body}")
+        start = stop - 1 if compressed and stop < n else stop
+    path.write_text("\n".join([*lines, "##END="]) + "\n")
+    return path
+
+
+def shipped_spectra(rows):
+    return embedded.broaden_batch(embedded.load_embedded_spectra(), np.asarray(rows))
+
+
+def test_jcamp_transmittance_becomes_absorbance_on_the_grid(tmp_path):
+    ir = shipped_spectra([0])["ir"][0]
+    absorbance = ir / ir.max()  # peak absorbance 1: transmittance down to 0.1
+    points = SPECTRA["ir"].grid.points()
+    for compressed in (False, True):
+        path = write_jcamp(
+            tmp_path / f"ir_{compressed}.jdx", points[::-1], 10.0 ** -absorbance[::-1],
+            "1/CM", "TRANSMITTANCE", compressed,
+        )  # fmt: skip
+        x, y = retrieval.read_spectrum(str(path), "ir")
+        np.testing.assert_allclose(retrieval.on_grid("ir", x, y), absorbance, atol=2e-4)
+    percent = write_jcamp(tmp_path / "ir.dx", points, 100 * 10.0**-absorbance, "1/CM", "%T")
+    np.testing.assert_allclose(
+        retrieval.on_grid("ir", *retrieval.read_spectrum(str(percent), "ir")), absorbance, atol=2e-4
+    )
+
+
+def test_jcamp_wavelengths_become_the_grids_photon_energies(tmp_path):
+    uv = shipped_spectra([3])["uv"][0]
+    energies = SPECTRA["uv"].grid.points()
+    nanometres = np.arange(90.0, 1200.0, 0.05)  # 13.8 .. 1.03 eV
+    epsilon = np.interp(1239.84198 / nanometres, energies, uv) + 1e-3
+    path = write_jcamp(
+        tmp_path / "uv.jdx", nanometres, np.log10(epsilon), "NANOMETERS", "LOG(EPSILON)"
+    )
+    x, y = retrieval.read_spectrum(str(path), "uv")
+    assert x[0] == pytest.approx(1239.84198 / 90.0, rel=1e-5)  # eV
+    inside = (energies > 1.1) & (energies < 13.7)
+    np.testing.assert_allclose(
+        retrieval.on_grid("uv", x, y)[inside], uv[inside] + 1e-3, atol=2e-3 * uv.max()
+    )
+    microns = write_jcamp(
+        tmp_path / "ir_um.jdx",
+        np.linspace(2.5, 20.0, 200),
+        np.ones(200),
+        "MICROMETERS",
+        "ABSORBANCE",
+    )
+    x, _ = retrieval.read_spectrum(str(microns), "ir")
+    assert (x.max(), x.min()) == pytest.approx((4000.0, 500.0))
+
+
+def test_jcamp_files_that_cannot_be_a_query_are_named(tmp_path):
+    points = np.linspace(500.0, 4000.0, 100)
+    cases = {
+        "units.jdx": (
+            write_jcamp,
+            (points, np.ones(100), "1/CM", "KUBELKA-MUNK"),
+            "ir",
+            "YUNITS='kubelka-munk'",
+        ),
+        "raman.jdx": (
+            write_jcamp,
+            (np.linspace(2.5, 20, 100), np.ones(100), "MICROMETERS", "ABSORBANCE"),
+            "raman",
+            "Raman shifts must be in 1/CM",
+        ),
+    }
+    for name, (write, args, modality, message) in cases.items():
+        path = write(tmp_path / name, *args)
+        with pytest.raises(DataError, match=re.escape(f"{name}: ") + ".*" + re.escape(message)):
+            retrieval.read_spectrum(str(path), modality)
+    (tmp_path / "text.jdx").write_text("a spectrum\nexported wrongly\n")
+    with pytest.raises(DataError, match="text.jdx: no readable XYDATA"):
+        retrieval.read_spectrum(str(tmp_path / "text.jdx"), "ir")
+    block = (
+        "##TITLE=a\n##XUNITS=1/CM\n##YUNITS=ABSORBANCE\n##XYPOINTS=(XY..XY)\n600,1;900,2\n##END=\n"
+    )
+    (tmp_path / "two.jdx").write_text(
+        f"##TITLE=link\n##JCAMP-DX=5.01\n##BLOCKS=2\n{block}{block}##END=\n"
+    )
+    with pytest.raises(DataError, match="two.jdx: a compound JCAMP-DX file"):
+        retrieval.read_spectrum(str(tmp_path / "two.jdx"), "ir")
+
+
 def run_retrieve(*argv):
     command = [sys.executable, "-m", "experiments.retrieve", *argv]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -127,10 +250,16 @@ def test_the_command_ranks_candidates_for_source_and_file_queries(trained, ir_on
     assert [r["rank"] for r in rows[:3]] == ["1", "2", "3"]
     assert all(r["candidate"].startswith("qm9_") for r in rows)
 
-    spectrum = tmp_path / "ir.csv"
     ir = np.asarray(ir_only[1].spectra["ir"][0])
-    points = SPECTRA["ir"].grid.points()
-    spectrum.write_text("\n".join(f"{x},{y}" for x, y in zip(points, ir, strict=True)))
+    transmittance = 10.0 ** -(ir / ir.max())
+    spectrum = write_jcamp(
+        tmp_path / "ir.jdx",
+        SPECTRA["ir"].grid.points(),
+        transmittance,
+        "1/CM",
+        "TRANSMITTANCE",
+        compressed=True,
+    )
     run = run_retrieve(
         f"--workdir={ir_only[0]}", f"--candidates={examples.path()}",
         f"--spectrum=ir={spectrum}", "--top=2", f"--out={out}",
@@ -142,3 +271,17 @@ def test_the_command_ranks_candidates_for_source_and_file_queries(trained, ir_on
         f"--spectrum=ir={spectrum}", f"--out={out}",
     )  # fmt: skip
     assert run.returncode != 0 and "lacks ['uv', 'raman']" in run.stderr
+
+
+def test_the_benchmark_compares_the_model_with_spectrum_cosine(trained, tmp_path):
+    out = tmp_path / "retrieval.json"
+    command = [sys.executable, "-m", "benchmarks.retrieval", f"--workdir=all={trained[0]}"]
+    run = subprocess.run([*command, f"--out={out}"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = {(r["queries"], r["method"]): r for r in json.load(open(out))["results"]}
+    assert set(rows) == {(q, m) for q in ("same", "shifted") for m in ("model", "spectrum cosine")}
+    assert rows["same", "spectrum cosine"]["top1"] == 1.0  # the library holds each query
+    assert all(
+        r["n"] == len(trained[1].ids) and r["chance_top1"] == 1 / r["n"] for r in rows.values()
+    )
+    assert "| all | uv+ir+raman | shifted | model |" in run.stdout

@@ -31,16 +31,13 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
+from molspectra_jax.diagnostics import own_ranks
+
 _WORKDIRS = flags.DEFINE_multi_string("workdir", [], "label=stage-2 workdir.")
 _KS = flags.DEFINE_list("k", ["1", "5", "10"], "Top-k cut-offs.")
 _SHIFT = flags.DEFINE_float("shift_scale", 0.98, "Peak positions x this in `shifted`.")
 _WIDTH = flags.DEFINE_float("width_scale", 2.0, "Peak widths x this in `shifted`.")
 _OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
-
-
-def ranks(scores: np.ndarray) -> np.ndarray:
-    """[N] 0-based rank of each query's own candidate (the diagonal of `scores` [N, N])."""
-    return (scores > np.diag(scores)[:, None]).sum(axis=1)
 
 
 def spectrum_cosine(queries: dict, library: dict) -> np.ndarray:
@@ -96,7 +93,7 @@ def evaluate(model, ks, shift: float, width: float) -> list[dict]:
             "spectrum cosine": spectrum_cosine(spectra, library),
         }
         for method, scores in by_method.items():
-            r = ranks(scores)
+            r = own_ranks(scores)
             row = {"queries": kind, "method": method, "n": len(r)}
             row.update({f"top{k}": float(np.mean(r < k)) for k in ks})
             row.update({f"chance_top{k}": min(k, len(r)) / len(r) for k in ks})

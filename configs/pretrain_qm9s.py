@@ -12,31 +12,6 @@
 import ml_collections
 
 from molspectra_jax.configs import finetune_qm9
-from molspectra_jax.spectra import SPECTRA, column
-
-
-def specformer_config() -> ml_collections.ConfigDict:
-    """SpecFormer's paper settings (MolSpectra, Sec. 3 and App.; official SpecFormer arguments)."""
-    cfg = ml_collections.ConfigDict()
-    # The whole spectrum table, ("uv", "ir", "raman"); a subset for the Table 7 ablations.
-    cfg.spectra = tuple(SPECTRA)
-    # QM9S grids (UV-Vis 1-15 eV step 0.02 eV; IR/Raman 500-4000 cm^-1 step 1 cm^-1) and
-    # the official patches (uv 20/10, ir and raman 50/25), from the spectrum table.
-    cfg.grid_lengths = column("grid.length")
-    cfg.patch_lengths = column("patch_length")
-    cfg.strides = column("stride")
-    cfg.mask_ratio = 0.10  # per spectrum, per molecule, exact count
-    cfg.d_model = 128
-    cfg.num_heads = 16
-    cfg.d_ff = 256
-    cfg.num_layers = 3
-    cfg.norm = "batch"  # PatchTST post-norm BatchNorm; "layer" for LayerNorm
-    cfg.dropout = 0.0
-    cfg.attn_dropout = 0.0
-    cfg.embed_dim = 256  # = the 3D encoder's hidden size (contrastive partner)
-    cfg.input_norm = "log10"  # log10(1 + x)
-    cfg.bn_momentum = 0.9  # flax convention; = torch BatchNorm1d momentum 0.1
-    return cfg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -50,6 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.data = base.data
     del c.data["n_test"]  # pre-training validates on `n_valid` molecules and tests nothing
+    del c.data["with_spectra"]  # stage 2 always reads `data.spectra`
     # Stage-1 geometries: "qm9"; "molstore:<folder>", a store written once by
     # experiments.convert_molecules (PCQM4Mv2's 3.4M molecules: RDKit adds the Hs); or a
     # small "sdf:<path>" read whole at every start.
@@ -65,8 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.elements = (1, 5, 6, 7, 8, 9, 14, 15, 16, 17, 35, 53)  # + PCQM4Mv2's B Si P S Cl Br I
 
     c.model = base.model
-    c.specformer = specformer_config()
-    c.specformer.embed_dim = c.model.get_ref("hidden")
+    c.specformer = base.specformer  # SpecFormer, its embedding as wide as the encoder
 
     c.loss = ml_collections.ConfigDict()
     c.loss.noise_sigma = 0.04  # Å (Coord / MolSpectra)
@@ -82,7 +57,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.distributed = base.distributed
     if arg == "cpu":
         c.data.batch_size, c.data.eval_batch_size, c.data.n_valid = 32, 64, 100
-        c.specformer.update(d_model=32, num_heads=4, d_ff=64, num_layers=2)
         c.optim.warmup_steps = 100
         c.train.update(num_steps=1_000, eval_every=250, checkpoint_every=250)
     return c

@@ -1,26 +1,44 @@
-"""Redraw a fine-tuning workdir's figures: learning curves and test parity plots.
+"""Redraw a workdir's figures.
 
-  python -m experiments.figures --workdir workdirs/gap
+  python -m experiments.figures --workdir workdirs/gap       # fine-tuning
+  python -m experiments.figures --workdir workdirs/stage2    # stage-2 pre-training
 
-Writes `<workdir>/figures/learning_curves.png` (from `metrics.jsonl`, also mid-run)
-and `parity.png` (from `test_predictions.npz`, written when fine-tuning ends).
+Fine-tuning: `<workdir>/figures/learning_curves.png` (from `metrics.jsonl`, also
+mid-run) and `parity.png` (from `test_predictions.npz`, written when fine-tuning ends).
+Stage-2 pre-training (the paper's Figure A2): `attention.png` (SpecFormer attention
+maps of three heads) and `tsne.png` (held-out spectrum embeddings coloured by gap).
 """
 
+import json
+import os
 import sys
 
 from absl import app, flags
 
-from molspectra_jax import figures
+from molspectra_jax import figures, pretraining_figures
+from molspectra_jax.train.checkpoint import CheckpointError
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A fine-tuning workdir.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A fine-tuning or stage-2 pre-training workdir.")
+
+
+def is_stage2(workdir: str) -> bool:
+    """Whether `workdir` is a stage-2 pre-training run (its config.json says so)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        return json.load(f).get("stage") == 2
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        written = figures.draw(_WORKDIR.value)
-    except FileNotFoundError as e:
+        if is_stage2(_WORKDIR.value):
+            written = pretraining_figures.draw(_WORKDIR.value)
+        else:
+            written = figures.draw(_WORKDIR.value)
+    except (FileNotFoundError, CheckpointError) as e:
         sys.exit(f"error: {e}")
     if not written:
         sys.exit(f"error: {_WORKDIR.value}: nothing to draw yet (no MAE logged)")

@@ -24,7 +24,8 @@ from molspectra_jax.files import atomic_open
 FOLDER = "figures"
 
 
-def _save(figure, out: str) -> str:
+def save_png(figure, out: str) -> str:
+    """Write a matplotlib figure to `out` as PNG, atomically; returns `out`."""
     with atomic_open(out, "wb") as f:  # never a half-written PNG
         figure.savefig(f, format="png", dpi=110)
     return out
@@ -81,7 +82,7 @@ def draw_learning_curves(series: dict, units: dict[str, str], out: str) -> str |
         ax.set_xlabel("step")
         ax.set_ylabel(f"MAE ({units[name]})" if name in units else "MAE")
         ax.legend(fontsize=8)
-    return _save(figure, out)
+    return save_png(figure, out)
 
 
 def draw_parity(predictions: dict[str, np.ndarray], out: str) -> str:
@@ -115,7 +116,7 @@ def draw_parity(predictions: dict[str, np.ndarray], out: str) -> str:
         ax.set_title(label)
         ax.set_xlabel(f"true ({unit})")
         ax.set_ylabel(f"predicted ({unit})")
-    return _save(figure, out)
+    return save_png(figure, out)
 
 
 def draw(workdir: str) -> list[str]:

@@ -27,6 +27,7 @@ from molspectra_jax.data.records import MoleculeDataset, MoleculeRecord, from_re
 from molspectra_jax.data.statistics import target_offsets
 from molspectra_jax.models import COMPUTE_FIELDS, ENCODERS, build_encoder
 from molspectra_jax.models.heads import MOLECULE_LEVEL
+from molspectra_jax.models.pretrain_model import molecule_embedding
 from molspectra_jax.train.checkpoint import CheckpointError, read_checkpoint_arrays
 
 # File suffix -> reader of `sources.FILE_READERS` / `LABELLED_READERS` (labels unused).
@@ -84,7 +85,7 @@ def pooled_embedding(model_config):
 
     def embed(params, graph):
         x, _ = encoder.apply({"params": params}, graph)
-        return jax.ops.segment_sum(x, graph.graph_index, num_segments=graph.n_graphs)
+        return molecule_embedding(x, graph)
 
     return jax.jit(embed)
 

@@ -64,8 +64,13 @@ class SpectraModel:
         return tuple(self.config.specformer.spectra)
 
     @functools.cached_property
+    def specformer(self):
+        """The SpecFormer module of `params["specformer"]`."""
+        return build_specformer(self.config.specformer)
+
+    @functools.cached_property
     def _specformer_fn(self):
-        specformer = build_specformer(self.config.specformer)
+        specformer = self.specformer
 
         def embed(variables, spectra):
             return specformer.apply(variables, spectra, train=False)["embedding"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import molspectra_jax
-from molspectra_jax import examples, retrieval
+from molspectra_jax import diagnostics, examples, pretraining_figures, retrieval
 from molspectra_jax.configs import test_pretrain
 from molspectra_jax.data.records import DataError
 from molspectra_jax.spectra import SPECTRA
@@ -285,3 +285,29 @@ def test_the_benchmark_compares_the_model_with_spectrum_cosine(trained, tmp_path
         r["n"] == len(trained[1].ids) and r["chance_top1"] == 1 / r["n"] for r in rows.values()
     )
     assert "| all | uv+ir+raman | shifted | model |" in run.stdout
+
+
+def test_stage2_diagnostics_report_retrieval_and_mpr_against_the_baseline(trained):
+    report = diagnostics.stage2_report(str(trained[0]), n=16)
+    assert report["n"] == 16 and report["spectra"] == ["uv", "ir", "raman"]
+    assert 0 <= report["top1_train"] <= 1 and 0 <= report["top1_valid"] <= 1
+    assert 0 <= report["mpr_neighbour_baseline"] < report["mpr_model"]  # a barely trained model
+    assert "encoder_shift" not in report  # no stage-1 workdir given
+
+
+def test_stage2_figures_draw_attention_maps_and_a_tsne(trained, tmp_path):
+    workdir, held_out = trained
+    model = retrieval.load(str(workdir))
+    maps = pretraining_figures.attention_maps(
+        model, {k: held_out.spectra[k][:1] for k in model.spectra}
+    )
+    assert maps.shape == (2, 347, 347)  # test config: 2 heads; 69 + 139 + 139 patches
+    np.testing.assert_allclose(maps.sum(axis=-1), 1.0, rtol=1e-5)
+    run = subprocess.run(
+        [sys.executable, "-m", "experiments.figures", f"--workdir={workdir}"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    for name in ("attention.png", "tsne.png"):
+        with open(workdir / "figures" / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -20,6 +20,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 
+import ml_collections
 import numpy as np
 
 from molspectra_jax.data import md17, molfiles, molstore
@@ -216,14 +217,39 @@ def read_split_file(path: str, n: int) -> dict[str, np.ndarray]:
     return parts
 
 
+def with_spectra(dataset: MoleculeDataset, config) -> MoleculeDataset:
+    """The molecules of `dataset` (a QM9 source) that `config.spectra` has spectra for,
+    joined by QM9 index, with those spectra: what the paper's Table 1 trains on. The
+    geometries stay `dataset`'s."""
+    if resolve(config.source)[0].name != "qm9":
+        raise ValueError(
+            f"data.with_spectra joins spectra to molecules by QM9 index: data.source must be "
+            f"'qm9', not {config.source!r}"
+        )
+    spectra_config = ml_collections.ConfigDict(config.to_dict())
+    spectra_config.geometry = "qm9"  # the spectra store's molecules checked against QM9's
+    spectra = load(config.spectra, spectra_config)
+    row_of = {int(i): r for r, i in enumerate(dataset.ids)}
+    keep = np.array([m for m, i in enumerate(spectra.ids) if int(i) in row_of], np.int64)
+    if len(keep) == 0:
+        raise DataError(f"{config.spectra}: none of its {len(spectra)} molecules is in QM9")
+    print(f"{config.spectra}: {len(keep)} of {len(dataset)} molecules have spectra")
+    joined = dataset.subset([row_of[int(i)] for i in spectra.ids[keep]])
+    return dataclasses.replace(joined, spectra={k: v[keep] for k, v in spectra.spectra.items()})
+
+
 def finetuning_rows(dataset: MoleculeDataset, config) -> dict[str, np.ndarray]:
-    """Train/valid/test dataset rows by the source's split rule, or from
-    `config.split_file` (TorchMD-Net's splits.npz layout), cut to `n_train/n_valid/n_test`."""
+    """Train/valid/test dataset rows by the source's split rule (QM9's proportions for
+    `with_spectra` subsets), or from `config.split_file` (TorchMD-Net's splits.npz
+    layout), cut to `n_train/n_valid/n_test`."""
     limits = {name: config[f"n_{name}"] for name in SPLITS}
     if config.get("split_file"):
         parts = read_split_file(config.split_file, len(dataset))
         return {k: v if limits[k] < 0 else v[: limits[k]] for k, v in parts.items()}
-    sizes = resolve(config.source)[0].split_sizes(len(dataset), config)
+    if config.get("with_spectra"):
+        sizes = _scaled_sizes(len(dataset), config)
+    else:
+        sizes = resolve(config.source)[0].split_sizes(len(dataset), config)
     return split_rows(len(dataset), sizes, config.split_seed, limits)
 
 
@@ -239,7 +265,13 @@ def write_split_file(path: str, rows: dict[str, np.ndarray]) -> None:
 
 def pretraining_rows(n: int, config) -> dict[str, np.ndarray]:
     """Rows of n molecules: all but `n_valid` for training (cut to `n_train`), `n_valid`
-    to validate. Rows, not copies: pre-training sets are read from memory-mapped stores."""
+    to validate; or `config.split_file`'s idx_train / idx_val (its idx_test, e.g. the
+    molecules a later fine-tuning tests on, are left out of pre-training). Rows, not
+    copies: pre-training sets are read from memory-mapped stores."""
+    if config.get("split_file"):
+        parts = read_split_file(config.split_file, n)
+        train = parts["train"] if config.n_train < 0 else parts["train"][: config.n_train]
+        return {"train": train, "valid": parts["valid"]}
     if not 0 < config.n_valid < n:
         raise ValueError(f"n_valid={config.n_valid} must be between 1 and {n - 1} ({n} molecules)")
     limits = {"train": config.n_train, "valid": -1}

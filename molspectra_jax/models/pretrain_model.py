@@ -9,6 +9,12 @@ from molspectra_jax.graph import Graph
 from molspectra_jax.models.heads import VectorHead
 
 
+def molecule_embedding(x: jax.Array, graph: Graph) -> jax.Array:
+    """[G, F]: the sum over each molecule's atoms of the encoder's scalars `x` [N, F]
+    (padding atoms pool into the padding graphs)."""
+    return jax.ops.segment_sum(x, graph.graph_index, num_segments=graph.n_graphs)
+
+
 class PretrainModel(nn.Module):
     """One shard's graph -> {"noise": [N, 3] predicted noise / sigma, "embedding": [G, F]}.
 
@@ -25,6 +31,6 @@ class PretrainModel(nn.Module):
         x, vec = self.encoder(graph)
         noise = VectorHead(self.activation, name="noise_head")(x, vec)
         noise = noise * graph.atom_mask[:, None]  # [N, 3]
-        embedding = jax.ops.segment_sum(x, graph.graph_index, num_segments=graph.n_graphs)
+        embedding = molecule_embedding(x, graph)
         assert noise.shape == graph.positions.shape and embedding.shape[0] == graph.n_graphs
         return {"noise": noise, "embedding": embedding}  # embedding [G, F]

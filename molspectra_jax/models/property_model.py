@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from molspectra_jax.graph import Graph
 from molspectra_jax.models.heads import MOLECULE_LEVEL, VectorHead, build_head
+from molspectra_jax.models.pretrain_model import molecule_embedding
 
 REDUCE_OPS = ("sum", "mean", "torchmdnet_mean")
 
@@ -24,18 +25,22 @@ class PropertyModel(nn.Module):
     `activation` is the heads' (TorchMD-Net: the model's `activation`); `reduce_op`
     pools per-atom contributions over a molecule: "sum", "mean", or "torchmdnet_mean",
     sum / (atoms + 1), which is what torchmd-net 3.x's "mean" computes (its
-    `scatter_reduce` includes the zero it starts from).
+    `scatter_reduce` includes the zero it starts from). `embedding` adds the molecule
+    embedding of pre-training (`PretrainModel`'s: sum-pooled encoder scalars), the
+    contrastive partner when fine-tuning with spectra as auxiliary losses.
     """
 
     encoder: nn.Module
     heads: tuple[str, ...]
     noise_head: bool = False
+    embedding: bool = False
     activation: str = "silu"
     reduce_op: str = "sum"
 
     @nn.compact
     def __call__(self, graph: Graph) -> dict[str, jax.Array]:
-        """One shard's graph -> {"raw": [G, T], "noise": [N, 3] (with `noise_head`)}."""
+        """One shard's graph -> {"raw": [G, T], "noise": [N, 3] (with `noise_head`),
+        "embedding": [G, F] (with `embedding`)}."""
         if self.reduce_op not in REDUCE_OPS:
             raise ValueError(f"unknown reduce_op {self.reduce_op!r}; choose from {REDUCE_OPS}")
         x, vec = self.encoder(graph)
@@ -57,4 +62,6 @@ class PropertyModel(nn.Module):
         if self.noise_head:
             noise = VectorHead(self.activation, name="noise_head")(x, vec)
             outputs["noise"] = noise * graph.atom_mask[:, None]
+        if self.embedding:
+            outputs["embedding"] = molecule_embedding(x, graph)
         return outputs

@@ -40,6 +40,10 @@ Train step usage (BatchNorm state lives in the `batch_stats` collection):
     loss = losses.multi_spectrum_reconstruction_loss(
         out["reconstruction"], out["patches"], out["patch_mask"], mask=graph_mask)
 
+Attention maps (the paper's Figure A2): `apply(..., mutable=["intermediates"])` also
+returns each layer's softmax weights `[B, H, T, T]` under
+`intermediates["layer_<i>"]["attention"]["attention"][0]`.
+
 Under `jit` with the batch sharded along a mesh axis (NamedSharding), the BatchNorm
 mean/variance are reductions over the global array, so statistics span the global batch
 with no `axis_name`.
@@ -144,7 +148,8 @@ class ResidualAttention(nn.Module):
         scores = jnp.einsum("bthd,bshd->bhts", q, k) * head_dim**-0.5  # [B, H, T, T]
         if prev_scores is not None:
             scores = scores + prev_scores
-        weights = nn.softmax(scores, axis=-1)
+        weights = nn.softmax(scores, axis=-1)  # [B, H, T, T]
+        self.sow("intermediates", "attention", weights)  # kept under mutable=["intermediates"]
         weights = nn.Dropout(self.attn_dropout)(weights, deterministic=deterministic)
         out = jnp.einsum("bhts,bshd->bthd", weights, v).reshape(b, t, self.d_model)
         out = nn.Dense(self.d_model, kernel_init=_torch_default, name="out")(out)

@@ -34,6 +34,7 @@ from molspectra_jax.train.handoff import load_pretrained_params
 from molspectra_jax.train.metrics import MetricWriter
 from molspectra_jax.train.neighbors import candidate_check
 from molspectra_jax.train.optim import current_learning_rate, make_optimizer
+from molspectra_jax.train.spectra_terms import contrast_specformer
 from molspectra_jax.train.state import TrainState, init_variables
 
 
@@ -56,9 +57,10 @@ class FinetuneTask:
     predict_fn: Callable
 
 
-def build_model(config, targets) -> PropertyModel:
+def build_model(config, targets, embedding: bool = False) -> PropertyModel:
     """PropertyModel with one head per target: TorchMD-Net's physical heads for mu and r2
-    if enabled, `config.heads.output` for the others."""
+    if enabled, `config.heads.output` for the others; `embedding` adds the molecule
+    embedding (the contrastive partner of `spectra_aux`)."""
     kinds = tuple(
         "dipole"
         if (t == "mu" and config.heads.dipole)
@@ -73,6 +75,7 @@ def build_model(config, targets) -> PropertyModel:
         noise_head=config.loss.noise_weight > 0,
         activation=config.model.activation,
         reduce_op=config.heads.reduce_op,
+        embedding=embedding,
     )
 
 
@@ -124,6 +127,14 @@ def setup(config, mesh) -> loop.Run:
     # sources declare theirs.
     targets = sources.parse_targets(config.target, spec, source.targets or dataset.target_names)
     dataset = sources.complete(dataset.select_targets(targets), spec)
+    aux = config.spectra_aux.mpr > 0 or config.spectra_aux.contrast > 0
+    if aux and not config.data.with_spectra:
+        raise ValueError(
+            "spectra_aux needs spectra: set data.with_spectra=True (fine-tune on the "
+            f"molecules of data.spectra={config.data.spectra!r})"
+        )
+    if config.data.with_spectra:
+        dataset = sources.with_spectra(dataset, config.data)
     units = sources.target_units(spec, dataset, config.data)
     if with_forces and (dataset.atom_targets is None or targets[0] != "energy"):
         raise ValueError(
@@ -134,7 +145,8 @@ def setup(config, mesh) -> loop.Run:
     splits = {name: dataset.subset(r) for name, r in rows.items()}
     use_atomref = [t in config.heads.atomref for t in targets]
     stats = fit_target_stats(splits["train"], targets, use_atomref, config.model.max_z)
-    model = build_model(config, targets)
+    model = build_model(config, targets, embedding=aux)
+    specformer = contrast_specformer(config) if aux else None
     # The device sees targets minus their float64 offsets (mean + atomref sum), and the
     # model predicts the same residuals: errors are unchanged, float32 precision is not.
     molecule_level = [kind in MOLECULE_LEVEL for kind in model.heads]
@@ -142,6 +154,8 @@ def setup(config, mesh) -> loop.Run:
         name: dataclasses.replace(
             part,
             targets=part.targets - target_offsets(part, stats.mean, stats.atomref, molecule_level),
+            # Spectra reach the train step only, and only when it reads them.
+            spectra=part.spectra if (aux and name == "train") else {},
         )
         for name, part in splits.items()
     }
@@ -161,10 +175,16 @@ def setup(config, mesh) -> loop.Run:
     print(f"train budget per shard: {iterators['train'].budget}")
 
     key = jax.random.PRNGKey(config.seed)
-    params, _ = init_variables(model, next(iterators["train"]), key)
+    params, batch_stats = init_variables(
+        model,
+        next(iterators["train"]),
+        key,
+        specformer=specformer,
+        specformer_key=jax.random.fold_in(key, 2),
+    )
     iterators["train"].restore({"epoch": 0, "cursor": 0})
     tx = make_optimizer(config.optim, config.train.num_steps)
-    state = TrainState.create(params, tx, jax.random.fold_in(key, 1))
+    state = TrainState.create(params, tx, jax.random.fold_in(key, 1), batch_stats)
     print(f"parameters: {sum(x.size for x in jax.tree.leaves(params)):,}")
 
     std = jax.numpy.asarray(stats.std, jax.numpy.float32)
@@ -184,6 +204,8 @@ def setup(config, mesh) -> loop.Run:
         force_weight=config.loss.force_weight,
         check=candidate_check(config.model, iterators["train"], noise_sigma),
         names=metrics,
+        specformer=specformer,
+        spectra_aux=config.spectra_aux if aux else None,
     )
     predict_fn = jax.jit(
         functools.partial(predict, model=model, std=std, mesh=mesh, forces=with_forces)

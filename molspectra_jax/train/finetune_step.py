@@ -19,15 +19,17 @@ from molspectra_jax import losses
 from molspectra_jax.data.batching import GraphBatch
 from molspectra_jax.graph import Graph
 from molspectra_jax.models.property_model import PropertyModel
+from molspectra_jax.models.specformer import SpecFormer
 from molspectra_jax.train import sharding
 from molspectra_jax.train.neighbors import CandidateCheck, missed_pairs
 from molspectra_jax.train.optim import bad_steps, global_norm
+from molspectra_jax.train.spectra_terms import global_spectra, spectra_terms, without_specformer
 from molspectra_jax.train.state import TrainState
 
 
 def residuals(model: PropertyModel, params, graph: Graph, std: jax.Array, mesh: Mesh):
     """(predicted residuals [S, G, T] in target units, raw model outputs)."""
-    outputs = sharding.apply_per_device(model, params, graph, mesh)
+    outputs = sharding.apply_per_device(model, without_specformer(params), graph, mesh)
     return outputs["raw"] * std, outputs
 
 
@@ -71,8 +73,12 @@ def finetune_loss(
     force_weight: float = 0.0,
     check: CandidateCheck | None = None,
     names: tuple[str, ...] = (),
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Property loss on standardized targets, optionally plus a force term and noisy nodes.
+    batch_stats=None,
+    specformer: SpecFormer | None = None,
+    spectra_aux=None,
+) -> tuple[jax.Array, tuple[dict[str, jax.Array], dict]]:
+    """(total, (metrics, new batch_stats)): the property loss on standardized targets,
+    optionally plus a force term, noisy nodes and the spectra objectives.
 
     Metrics: the loss terms, and `mae_<name>` in target units for each of `names` (the
     targets, then "forces" when they train): the learning curves' train side, on the
@@ -82,6 +88,11 @@ def finetune_loss(
     forces: loss = energy_weight * L(E) + force_weight * L(F = -dE/dR), both divided by
     the energy std. Noisy nodes (`noise_weight > 0`) would move the atoms the reference
     forces belong to, so the two exclude each other.
+
+    With `specformer` (and `batch.spectra`; `model.embedding` on), the spectra terms are
+    auxiliary losses, the paper's Table 1 "w/ spectra" setting: + spectra_aux.mpr *
+    L_mpr + spectra_aux.contrast * L_contrast (`spectra_terms`; temperature and
+    direction from `spectra_aux`), SpecFormer's BatchNorm statistics in `batch_stats`.
     """
     graph = batch.graph
     t = batch.targets.shape[-1]
@@ -131,8 +142,25 @@ def finetune_loss(
             outputs["noise"].reshape(-1, 3), (noise / noise_sigma).reshape(-1, 3), mask=atom_mask
         )
         total = total + noise_weight * metrics["denoising_loss"]
+    if specformer is not None:
+        b = graph_mask.shape[0]
+        terms, batch_stats = spectra_terms(
+            specformer,
+            params,
+            batch_stats,
+            global_spectra(batch, b),
+            outputs["embedding"].reshape(b, -1),  # [B, F]
+            graph_mask,
+            jax.random.fold_in(key, 1),  # the patch masks; `key` draws the noise
+            temperature=spectra_aux.temperature,
+            symmetric=spectra_aux.symmetric,
+            train=True,
+        )
+        metrics.update(terms)
+        aux = spectra_aux.mpr * terms["mpr_loss"] + spectra_aux.contrast * terms["contrast_loss"]
+        total = total + aux
     metrics["loss"] = total
-    return total, metrics
+    return total, (metrics, batch_stats)
 
 
 def _mean_abs(error: jax.Array, mask: jax.Array) -> jax.Array:
@@ -146,10 +174,12 @@ def train_step(state: TrainState, batch: GraphBatch, *, learning_rate=None, **lo
     """One optimizer step: (state, batch) -> (state, metrics). Randomness from the step.
     `learning_rate(opt_state, step)` (optional) adds the rate this step trains with."""
     key = jax.random.fold_in(state.key, state.step)
-    grad_fn = jax.value_and_grad(functools.partial(finetune_loss, **loss_kwargs), has_aux=True)
-    (loss, metrics), grads = grad_fn(state.params, batch, key)
+    loss_fn = functools.partial(finetune_loss, batch_stats=state.batch_stats, **loss_kwargs)
+    (loss, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, batch, key
+    )
     if learning_rate is not None:
         metrics["learning_rate"] = learning_rate(state.opt_state, state.step)
-    state = state.apply_gradients(grads, loss)
+    state = state.apply_gradients(grads, loss, batch_stats)
     metrics.update(grad_norm=global_norm(grads), bad_steps=bad_steps(state.opt_state))
     return state, metrics

@@ -66,7 +66,16 @@ ADDED_FIELDS = {
     "optim.min_lr": 1e-7,
     "optim.ema_decay": 0.0,
     "train.early_stopping": 0,
+    "data.with_spectra": False,
+    "data.spectra": "embedded",
+    "spectra_aux.mpr": 0.0,
+    "spectra_aux.contrast": 0.0,
+    "spectra_aux.temperature": 0.07,
+    "spectra_aux.symmetric": False,
 }
+# Sections added later that are read only when a field above is switched on (SpecFormer
+# in fine-tuning: spectra_aux weights > 0): missing from a checkpoint, any value resumes.
+ADDED_SECTIONS = ("specformer.",)
 _ADVICE = (
     "Lower optim.learning_rate or set optim.clip_norm, then re-run: it resumes from that "
     "checkpoint (add --config.train.allow_changes=optim to change this run's optimizer)"
@@ -171,7 +180,7 @@ def check_resumable(saved: dict, config, directory: str, facts: dict | None = No
     changes = {
         k: (a, b)
         for k, (a, b) in changes.items()
-        if not (a == _MISSING and ADDED_FIELDS.get(k, a) == b)
+        if not (a == _MISSING and (ADDED_FIELDS.get(k, a) == b or k.startswith(ADDED_SECTIONS)))
     }
     refused = {
         k: v for k, v in changes.items() if not any(k.startswith(p) for p in (*RESUMABLE, *allowed))

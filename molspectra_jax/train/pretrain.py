@@ -17,12 +17,13 @@ from molspectra_jax.data import pipeline, sources
 from molspectra_jax.data.records import MoleculeDataset
 from molspectra_jax.models import build_encoder
 from molspectra_jax.models.pretrain_model import PretrainModel
-from molspectra_jax.models.specformer import SpecFormer, build_specformer
+from molspectra_jax.models.specformer import SpecFormer
 from molspectra_jax.train import loop, sharding
 from molspectra_jax.train.handoff import load_pretrained_params
 from molspectra_jax.train.neighbors import candidate_check
 from molspectra_jax.train.optim import current_learning_rate, make_optimizer
 from molspectra_jax.train.pretrain_step import pretrain_loss, pretrain_step
+from molspectra_jax.train.spectra_terms import contrast_specformer
 from molspectra_jax.train.state import TrainState, init_variables
 
 
@@ -79,12 +80,7 @@ def setup(config, mesh) -> loop.Run:
     model = PretrainModel(build_encoder(config.model), activation=config.model.activation)
     specformer = None
     if uses_spectra(config):
-        specformer = build_specformer(config.specformer)
-        if config.specformer.embed_dim != config.model.hidden:
-            raise ValueError(
-                f"specformer.embed_dim {config.specformer.embed_dim} must equal "
-                f"model.hidden {config.model.hidden} (contrast)"
-            )
+        specformer = contrast_specformer(config)
     model_key, spec_key, state_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     params, batch_stats = init_variables(
         model, next(iterators["train"]), model_key, specformer=specformer, specformer_key=spec_key

@@ -2,9 +2,9 @@
 
     L = b_denoise * L_denoise + b_mpr * L_mpr + b_contrast * L_contrast
 
-The 3D model runs per device on its own shards (`sharding.apply_per_device`); SpecFormer and
-the contrastive loss run on global [B, ...] arrays, so BatchNorm statistics and InfoNCE
-negatives span the global batch (XLA inserts the collectives).
+The 3D model runs per device on its own shards (`sharding.apply_per_device`); the spectra
+terms (`spectra_terms`) run on global [B, ...] arrays, so BatchNorm statistics and
+InfoNCE negatives span the global batch (XLA inserts the collectives).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from molspectra_jax import losses
@@ -22,6 +21,7 @@ from molspectra_jax.models.specformer import SpecFormer
 from molspectra_jax.train import sharding
 from molspectra_jax.train.neighbors import CandidateCheck, missed_pairs
 from molspectra_jax.train.optim import bad_steps, global_norm
+from molspectra_jax.train.spectra_terms import global_spectra, spectra_terms, without_specformer
 from molspectra_jax.train.state import TrainState
 
 
@@ -48,9 +48,8 @@ def pretrain_loss(
     atom_mask = graph.atom_mask  # [S, N]
     noise = cfg.noise_sigma * jax.random.normal(noise_key, graph.positions.shape)
     noise = noise * atom_mask[..., None]  # [S, N, 3] Å; padding atoms stay put
-    encoder_params = {k: v for k, v in params.items() if k != "specformer"}
     noisy = graph.with_positions(graph.positions + noise)
-    out = sharding.apply_per_device(model, encoder_params, noisy, mesh)
+    out = sharding.apply_per_device(model, without_specformer(params), noisy, mesh)
     denoise = losses.denoising_loss(
         out["noise"].reshape(-1, 3),
         (noise / cfg.noise_sigma).reshape(-1, 3),
@@ -62,35 +61,20 @@ def pretrain_loss(
     total = cfg.b_denoise * denoise
     if specformer is not None:
         graph_mask = graph.graph_mask.reshape(-1)  # [B]
-        spectra = {k: v.reshape(graph_mask.shape[0], -1) for k, v in batch.spectra.items()}
-        variables = {"params": params["specformer"], "batch_stats": batch_stats}
-        if train:
-            spec, updates = specformer.apply(
-                variables,
-                spectra,
-                mask_key=mask_key,
-                train=True,
-                mask=graph_mask,
-                mutable=["batch_stats"],
-            )
-            batch_stats = updates.get("batch_stats", batch_stats)
-        else:
-            spec = specformer.apply(
-                variables, spectra, mask_key=mask_key, train=False, mask=graph_mask
-            )
-        mpr = losses.multi_spectrum_reconstruction_loss(
-            spec["reconstruction"], spec["patches"], spec["patch_mask"], mask=graph_mask
-        )
-        molecule = out["embedding"].reshape(graph_mask.shape[0], -1)  # [B, F]
-        contrast, accuracy = losses.info_nce_loss_and_accuracy(
-            molecule,
-            spec["embedding"],
+        terms, batch_stats = spectra_terms(
+            specformer,
+            params,
+            batch_stats,
+            global_spectra(batch, graph_mask.shape[0]),
+            out["embedding"].reshape(graph_mask.shape[0], -1),  # [B, F]
+            graph_mask,
+            mask_key,
             temperature=cfg.temperature,
             symmetric=cfg.symmetric,
-            mask=graph_mask,
+            train=train,
         )
-        metrics.update(mpr_loss=mpr, contrast_loss=contrast, contrast_accuracy=accuracy)
-        total = total + cfg.b_mpr * mpr + cfg.b_contrast * contrast
+        metrics.update(terms)
+        total = total + cfg.b_mpr * terms["mpr_loss"] + cfg.b_contrast * terms["contrast_loss"]
     metrics["loss"] = total
     return total, (metrics, batch_stats)
 
@@ -104,12 +88,6 @@ def pretrain_step(state: TrainState, batch: GraphBatch, *, learning_rate=None, *
     metrics["grad_norm"] = global_norm(grads)
     if learning_rate is not None:
         metrics["learning_rate"] = learning_rate(state.opt_state, state.step)
-    # A non-finite step is skipped by the optimizer (apply_if_finite); keep its BatchNorm
-    # statistics out of the state too.
-    finite = jnp.isfinite(metrics["loss"])
-    batch_stats = jax.tree.map(
-        lambda new, old: jnp.where(finite, new, old), batch_stats, state.batch_stats
-    )
-    state = state.apply_gradients(grads, loss).replace(batch_stats=batch_stats)
+    state = state.apply_gradients(grads, loss, batch_stats)
     metrics["bad_steps"] = bad_steps(state.opt_state)
     return state, metrics

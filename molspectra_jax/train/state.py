@@ -31,14 +31,24 @@ class TrainState(flax.struct.PyTreeNode):
             tx=tx,
         )
 
-    def apply_gradients(self, grads, loss=None) -> TrainState:
-        """One update; `loss` [] reaches transforms that watch it (reduce-on-plateau)."""
+    def apply_gradients(self, grads, loss=None, batch_stats=None) -> TrainState:
+        """One update; `loss` [] reaches transforms that watch it (reduce-on-plateau).
+        `batch_stats`, the step's new BatchNorm statistics, are kept only if `loss` is
+        finite: the optimizer skips a non-finite step (apply_if_finite), so does this."""
         extra = {} if loss is None else {"value": loss}
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params, **extra)
+        if batch_stats is None:
+            batch_stats = self.batch_stats
+        elif loss is not None:
+            finite = jax.numpy.isfinite(loss)
+            batch_stats = jax.tree.map(
+                lambda new, old: jax.numpy.where(finite, new, old), batch_stats, self.batch_stats
+            )
         return self.replace(
             step=self.step + 1,
             params=optax.apply_updates(self.params, updates),
             opt_state=opt_state,
+            batch_stats=batch_stats,
         )
 
 

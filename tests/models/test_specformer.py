@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from molspectra_jax import losses
-from molspectra_jax.configs.pretrain_qm9s import specformer_config
+from molspectra_jax.configs.finetune_qm9 import specformer_config
 from molspectra_jax.models.specformer import (
     SpecFormer,
     build_specformer,

@@ -19,8 +19,9 @@ QM9 molecule, stage 2 on every other shipped spectra molecule (`--n_stage2_valid
 them held out for the diagnostics). Each run has its own folder and is skipped when
 done, so an interrupted comparison resumes.
 
-Writes `<workdir>/comparison.json`: per arm the test MAEs, mean and 95% confidence
-interval (t, n - 1 df), and the paired difference from `denoising` with its interval;
+Writes `<workdir>/comparison.json`: per arm the test MAEs by seed, mean and 95%
+confidence interval (t, n - 1 df), and the paired difference from `denoising` with its
+interval (`molspectra_jax.stats`);
 the diagnostics of each stage-2 run (`molspectra_jax.diagnostics`); and the wall time.
 """
 
@@ -135,29 +136,6 @@ def finetune_config(arm: str, seed: int, split_file: str, init_from: str):
     return _loop(c, _FINETUNE.value, evaluations=5)
 
 
-def summarise(maes: dict[str, list[float]], seeds: list[int]) -> dict:
-    """Per arm: MAEs, mean, 95% CI; paired difference from `denoising` on common seeds."""
-    from scipy import stats
-
-    def interval(values):
-        values = np.asarray(values, np.float64)
-        if len(values) < 2:
-            return float(values.mean()), None
-        half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-        return float(values.mean()), [float(values.mean() - half), float(values.mean() + half)]
-
-    out = {}
-    for arm, values in maes.items():
-        mean, ci = interval(values)
-        row = {"mae": values, "seeds": seeds[: len(values)], "mean": mean, "ci95": ci}
-        common = min(len(values), len(maes.get("denoising", [])))
-        if arm != "denoising" and common:
-            diff = np.asarray(values[:common]) - np.asarray(maes["denoising"][:common])
-            row["diff_vs_denoising"], row["diff_ci95"] = interval(diff)
-        out[arm] = row
-    return out
-
-
 def table(summary: dict, unit: str) -> str:
     lines = [
         f"| arm | seeds | test MAE ({unit}) | 95% CI | minus denoising | 95% CI |",
@@ -165,9 +143,9 @@ def table(summary: dict, unit: str) -> str:
     ]
     fmt = lambda ci: f"{ci[0]:.1f} .. {ci[1]:.1f}" if ci else "-"  # noqa: E731
     for arm, r in summary.items():
-        diff = f"{r['diff_vs_denoising']:+.1f}" if "diff_vs_denoising" in r else "-"
+        diff = f"{r['diff']:+.1f}" if "diff" in r else "-"
         lines.append(
-            f"| {arm} | {len(r['mae'])} | {r['mean']:.1f} | {fmt(r['ci95'])} | {diff} | "
+            f"| {arm} | {len(r['values'])} | {r['mean']:.1f} | {fmt(r['ci95'])} | {diff} | "
             f"{fmt(r.get('diff_ci95'))} |"
         )
     return "\n".join(lines)
@@ -176,7 +154,7 @@ def table(summary: dict, unit: str) -> str:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    from molspectra_jax import diagnostics
+    from molspectra_jax import diagnostics, stats
     from molspectra_jax.train import finetune, pretrain
 
     unknown = sorted(set(_ARMS.value) - set(ARMS))
@@ -212,7 +190,7 @@ def main(argv):
                 )
             with open(done) as f:
                 maes.setdefault(arm, []).append(json.load(f)["test_mae"][_TARGET.value])
-            summary = summarise(maes, seeds)
+            summary = stats.paired_summary(maes, "denoising")
             result = {
                 "target": _TARGET.value,
                 "unit": unit,
@@ -225,7 +203,7 @@ def main(argv):
             }
             with open(os.path.join(root, "comparison.json"), "w") as f:
                 json.dump(result, f, indent=1)
-    print(table(summarise(maes, seeds), unit))
+    print(table(stats.paired_summary(maes, "denoising"), unit))
     for arm, report in diagnosed.items():
         print(arm, json.dumps({k: v for k, v in report.items() if k != "spectra"}))
 

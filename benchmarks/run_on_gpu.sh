@@ -16,9 +16,10 @@ export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache JAX_PERSISTENT_CACHE_MIN_COMPILE
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import jax; print(jax.__version__, jax.devices())"
 STAGE1=${STAGE1:-4000} STAGE2=${STAGE2:-2000} FINETUNE=${FINETUNE:-2000}
-python3 -m benchmarks.pretraining_benefit --workdir /tmp/compare --summary "$OUT/comparison.json" \
+python3 -m benchmarks.pretraining_benefit --workdir /tmp/compare \
   --stage1_steps "$STAGE1" --stage2_steps "$STAGE2" --finetune_steps "$FINETUNE" 2>&1 \
   | grep -v -E "^[IW][0-9]{4} " | tr '\r' '\n' | grep -v -E "^(pre-train|fine-tune)" | tail -60
+cp /tmp/compare/comparison.json "$OUT/comparison.json"
 # Input pipeline: worker counts on a many-core host, and the 3.4M-molecule start.
 python3 -m benchmarks.input_pipeline --workers 0,2,4,8 --batches 300 \
   --synthetic_dir /tmp/synthetic --out "$OUT/pipeline_gpu.json" 2>&1 \

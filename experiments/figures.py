@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from molspectra_jax import figures, pretraining_figures
 from molspectra_jax.train.checkpoint import CheckpointError
@@ -33,6 +33,7 @@ def is_stage2(workdir: str) -> bool:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
     try:
         if is_stage2(_WORKDIR.value):
             written = pretraining_figures.draw(_WORKDIR.value)

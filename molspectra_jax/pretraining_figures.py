@@ -42,13 +42,15 @@ def tsne(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def draw_attention(maps: np.ndarray, blocks: dict[str, int], title: str, out: str) -> str:
     """Heads [H, T, T] side by side; `blocks` {modality: tokens} in token order."""
+    from matplotlib.colors import PowerNorm
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(4.0 * len(maps), 4.0), layout="constrained")
     axes = figure.subplots(1, len(maps), squeeze=False)[0]
     edges = np.cumsum(list(blocks.values()))[:-1] - 0.5
     for head, (ax, weights) in enumerate(zip(axes, maps, strict=True)):
-        image = ax.imshow(weights, cmap="viridis", interpolation="nearest")
+        # Square-root colours: attention is sparse, a few keys take most of each row.
+        image = ax.imshow(weights, cmap="viridis", norm=PowerNorm(0.5), interpolation="nearest")
         for edge in edges:
             ax.axhline(edge, color="white", linewidth=0.6)
             ax.axvline(edge, color="white", linewidth=0.6)

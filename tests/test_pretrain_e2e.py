@@ -48,9 +48,9 @@ def test_stage1_stage2_finetune(tmp_path):
         "configs/test_pretrain.py",
         stage2,
         f"--config.init_from={stage1}",
-        "--config.train.num_steps=80",
-        "--config.train.log_every=10",
-        "--config.train.eval_every=80",
+        "--config.train.num_steps=40",
+        "--config.train.log_every=5",
+        "--config.train.eval_every=40",
         "--config.optim.learning_rate=3e-3",
     )
     assert "loaded from" in out and "encoder" in out

@@ -58,12 +58,12 @@ def test_broaden_batch_gives_qm9s_shaped_float32_spectra(shipped):
         assert np.all(spectrum >= 0) and np.all(spectrum.max(axis=1) > 0)
 
 
-def test_regenerating_three_shipped_molecules_reproduces_their_sticks(shipped):
+def test_regenerating_two_shipped_molecules_reproduces_their_sticks(shipped):
     from molspectra_jax.data.qm9 import load_qm9
 
     qm9 = load_qm9()
     row_of = {int(i): r for r, i in enumerate(qm9.ids)}
-    smallest = np.argsort(np.diff(shipped.atom_offsets), kind="stable")[:3]
+    smallest = np.argsort(np.diff(shipped.atom_offsets), kind="stable")[:2]
     for m in smallest:
         z, pos = qm9.molecule(row_of[int(shipped.ids[m])])  # the generator's input geometry
         results = {  # what the generator's workers compute

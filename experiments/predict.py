@@ -9,13 +9,12 @@ stop with an error naming the file and the record, or are skipped and counted wi
 `--on_error skip`.
 """
 
-import csv
 import sys
 
 from absl import app, flags, logging
 
 from molspectra_jax.data.records import DataError
-from molspectra_jax.files import atomic_open
+from molspectra_jax.files import write_csv
 from molspectra_jax.inference import load
 from molspectra_jax.train.checkpoint import CheckpointError
 
@@ -35,12 +34,11 @@ def main(argv):
         result = model.predict(_INPUT.value, on_error=_ON_ERROR.value)
     except (CheckpointError, DataError, ValueError) as e:
         sys.exit(f"error: {e}")
-    header = ["name", *model.targets]  # units: model.units (README)
-    with atomic_open(_OUT.value, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for i, name in enumerate(result["name"]):
-            writer.writerow([name] + [repr(float(result[t][i])) for t in model.targets])
+    rows = (
+        [name] + [repr(float(result[t][i])) for t in model.targets]
+        for i, name in enumerate(result["name"])
+    )
+    write_csv(_OUT.value, ["name", *model.targets], rows)  # units: model.units (README)
     print(f"wrote {len(result['name'])} predictions to {_OUT.value}")
 
 

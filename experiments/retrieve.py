@@ -18,7 +18,6 @@ Writes one CSV row per query and rank: `query`, `rank` (1 = best), `candidate` (
 name), `score` (cosine of the contrastive embeddings).
 """
 
-import csv
 import sys
 
 import numpy as np
@@ -27,7 +26,7 @@ from absl import app, flags, logging
 from molspectra_jax import retrieval
 from molspectra_jax.data import sources
 from molspectra_jax.data.records import DataError
-from molspectra_jax.files import atomic_open
+from molspectra_jax.files import write_csv
 from molspectra_jax.train.checkpoint import CheckpointError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A stage-2 pre-training workdir.")
@@ -86,12 +85,12 @@ def main(argv):
         hits = model.search(spectra, _CANDIDATES.value, _TOP.value, _ON_ERROR.value)
     except (CheckpointError, DataError, ValueError) as e:
         sys.exit(f"error: {e}")
-    with atomic_open(_OUT.value, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["query", "rank", "candidate", "score"])
-        for q, name in enumerate(names):
-            for rank, (i, score) in enumerate(zip(hits.index[q], hits.score[q], strict=True)):
-                writer.writerow([name, rank + 1, hits.names[i], f"{score:.6f}"])
+    rows = (
+        [name, rank + 1, hits.names[i], f"{score:.6f}"]
+        for q, name in enumerate(names)
+        for rank, (i, score) in enumerate(zip(hits.index[q], hits.score[q], strict=True))
+    )
+    write_csv(_OUT.value, ["query", "rank", "candidate", "score"], rows)
     print(f"wrote {len(names)} x {hits.index.shape[1]} hits to {_OUT.value}")
 
 

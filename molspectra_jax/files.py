@@ -17,6 +17,7 @@ folder (`exclusive_folder`) removes such leftovers with `remove_stale_temporarie
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
 import glob
 import io
@@ -26,7 +27,7 @@ import socket
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
 import numpy as np
@@ -156,3 +157,11 @@ def write_json(path: str, value: Any) -> None:
     """Write `value` as JSON."""
     with atomic_open(path, "w") as f:
         json.dump(value, f)
+
+
+def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write a header line and `rows` as CSV."""
+    with atomic_open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)

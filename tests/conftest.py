@@ -14,6 +14,14 @@ if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# One persistent XLA cache for the session's workers and the subprocesses they start:
+# many tests compile the same programs (configs/test.py in a fresh process, a resumed
+# run), and a hit skips XLA's compile (tracing still runs, so trace counts are intact).
+# The cache key holds the program, the compile options and the jax/XLA versions.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_ROOT, ".pytest_cache", "xla"))
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+
 
 @pytest.fixture(autouse=True)
 def _debug_nans():

@@ -1,4 +1,4 @@
-"""Atomic writers: deterministic npz, failures leave the old file and no temporary, 0644;
+"""Atomic writers: deterministic npz, CSV, failures leave the old file and no temporary, 0644;
 folder locks, and a killed writer's temporary removed by the next owner."""
 
 import json
@@ -40,6 +40,21 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     with pytest.raises(ValueError):
         files.write_npz(str(path), {"a": np.array([object()])})  # pickles refused
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["x.npz"]
+
+
+def test_csv_rows_that_fail_midway_keep_the_old_file(tmp_path):
+    path = tmp_path / "hits.csv"
+    files.write_csv(str(path), ["name", "score"], [["a,b", 1], ["c", 2.5]])
+    assert path.read_bytes() == b'name,score\r\n"a,b",1\r\nc,2.5\r\n'  # csv's quoting
+    before = path.read_bytes()
+
+    def rows():
+        yield ["d", 3]
+        raise RuntimeError("model failed")
+
+    with pytest.raises(RuntimeError, match="model failed"):
+        files.write_csv(str(path), ["name", "score"], rows())
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["hits.csv"]
 
 
 def test_uncompressed_write_keeps_old_file_on_failure(tmp_path, monkeypatch):

@@ -82,19 +82,9 @@ def sdf_record(mol, path: str, number: int, add_hydrogens: bool) -> MoleculeReco
         mol = Chem.AddHs(mol, addCoords=True)
     z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], np.int32)
     pos = np.asarray(mol.GetConformer().GetPositions(), np.float32)
-    properties = {k: v for k, v in map(_numeric_tag, mol.GetPropsAsDict().items()) if k}
+    tags = mol.GetPropsAsDict().items()  # RDKit's own start with "_"
+    properties = {k: x for k, v in tags if k[:1] != "_" and (x := _float_or_none(v)) is not None}
     return MoleculeRecord(name or f"{path}:{number}", z, pos, number=number, properties=properties)
-
-
-def _numeric_tag(item) -> tuple[str, float]:
-    """An SDF tag (name, value) -> (name, float), or ("", 0) for a non-numeric tag."""
-    name, value = item
-    if isinstance(value, bool) or name.startswith("_"):
-        return "", 0.0
-    try:
-        return name, float(value)
-    except (TypeError, ValueError):
-        return "", 0.0
 
 
 def read_sdf_blocks(
@@ -302,7 +292,7 @@ def read_csv(
     columns = [
         j
         for j in range(len(header))
-        if j not in (smiles_at, name_at) and _is_float(_first_filled(table[1:], j))
+        if j not in (smiles_at, name_at) and _float_or_none(_first_filled(table[1:], j)) is not None
     ]
 
     def parse(i: int):
@@ -374,12 +364,14 @@ def _first_filled(rows, j: int) -> str:
     return next((row[j].strip() for row in rows if j < len(row) and row[j].strip()), "")
 
 
-def _is_float(text: str) -> bool:
+def _float_or_none(value) -> float | None:
+    """`float(value)` of a number or numeric text; None for a bool or anything else."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
     try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _is_number(value) -> bool:

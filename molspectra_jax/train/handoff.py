@@ -42,6 +42,27 @@ def load_pretrained_params(params: dict, path: str, model_config: dict) -> dict:
     Raises CheckpointError if the encoder architectures differ or nothing of the encoder
     can be loaded. Prints what was loaded and what was not.
     """
+    return _load(params, path, model_config)[0]
+
+
+def start_from(state, path: str, model_config: dict):
+    """`state` (a fresh `TrainState`) from the checkpoint at `path`: its matching params
+    (`load_pretrained_params`), SpecFormer's BatchNorm statistics with its weights, and a
+    fresh optimizer state of these weights (a weight EMA starts from them too)."""
+    params, loaded, arrays = _load(state.params, path, model_config)
+    batch_stats = state.batch_stats  # SpecFormer's: {} without one
+    pretrained_stats = arrays.get("batch_stats") or {}
+    if "specformer" in loaded and batch_stats and _same_layout(batch_stats, pretrained_stats):
+        batch_stats = jax.tree.map(
+            lambda x, y: np.asarray(y, np.asarray(x).dtype), batch_stats, pretrained_stats
+        )
+        print("loaded with the specformer: its BatchNorm statistics")
+    return state.replace(params=params, opt_state=state.tx.init(params), batch_stats=batch_stats)
+
+
+def _load(params: dict, path: str, model_config: dict) -> tuple[dict, list[str], dict]:
+    """(params with the checkpoint's matching subtrees, their names, the checkpoint's
+    arrays)."""
     directory = _checkpoint_dir(path)
     arrays, config = read_checkpoint_arrays(directory)
     pretrained_model = config.get("model", {})
@@ -78,4 +99,4 @@ def load_pretrained_params(params: dict, path: str, model_config: dict) -> dict:
         + (", ".join(f"{n} ({_size(out[n]):,})" for n in skipped) or "nothing")
     )
     print("in the checkpoint but unused: " + (", ".join(unused) or "nothing"))
-    return out
+    return out, loaded, arrays

@@ -13,6 +13,7 @@ from molspectra_jax.data import sources
 from molspectra_jax.spectroscopy.embedded import load_embedded_spectra
 from molspectra_jax.train import finetune, sharding
 from molspectra_jax.train.checkpoint import read_checkpoint_arrays
+from molspectra_jax.train.handoff import start_from
 
 
 def aux_config(mpr=1.0, contrast=1.0):
@@ -81,6 +82,15 @@ def test_a_run_with_spectra_checkpoints_specformer_and_predicts_without_it(tmp_p
     predicted = model.predict(test)["gap"]
     mae = float(np.mean(np.abs(predicted - test.targets[:, 0])))
     assert mae == pytest.approx(result["test_mae"]["gap"], rel=1e-4)
+    # Another run starting from it takes the SpecFormer with its BatchNorm statistics.
+    fresh = finetune.setup(aux_config(), sharding.make_mesh()).state
+    started = start_from(fresh, str(tmp_path), config.model.to_dict())
+    for a, b in zip(
+        jax.tree.leaves((started.params["specformer"], started.batch_stats)),
+        jax.tree.leaves((arrays["params"]["specformer"], arrays["batch_stats"])),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_spectra_aux_is_refused_without_spectra_molecules():

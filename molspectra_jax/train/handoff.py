@@ -56,7 +56,7 @@ def start_from(state, path: str, model_config: dict):
         batch_stats = jax.tree.map(
             lambda x, y: np.asarray(y, np.asarray(x).dtype), batch_stats, pretrained_stats
         )
-        print("loaded with the specformer: its BatchNorm statistics")
+        print("loaded with the specformer: its BatchNorm running statistics")
     return state.replace(params=params, opt_state=state.tx.init(params), batch_stats=batch_stats)
 
 

@@ -2,6 +2,8 @@
 
   python -m benchmarks.pretraining_benefit --workdir workdirs/benefit --seeds 0,1,2,3,4
 
+The defaults are the README's run: about an hour on a 2-core CPU (ET 64x3, batch 32).
+
 Arms (`--arms`):
 - `scratch`: random initialisation;
 - `denoising`: stage 1 only (Coord's denoising on QM9 geometries);
@@ -53,9 +55,9 @@ _N_TRAIN = flags.DEFINE_integer("n_train", 1000, "Labelled fine-tuning molecules
 _N_VALID = flags.DEFINE_integer("n_valid", 300, "Fine-tuning validation molecules.")
 _N_TEST = flags.DEFINE_integer("n_test", 1000, "Fine-tuning test molecules.")
 _N_STAGE2_VALID = flags.DEFINE_integer("n_stage2_valid", 100, "Stage-2 held-out molecules.")
-_STAGE1 = flags.DEFINE_integer("stage1_steps", 3000, "Denoising pre-training steps.")
-_STAGE2 = flags.DEFINE_integer("stage2_steps", 600, "Spectra pre-training steps.")
-_FINETUNE = flags.DEFINE_integer("finetune_steps", 500, "Fine-tuning steps per run.")
+_STAGE1 = flags.DEFINE_integer("stage1_steps", 1500, "Denoising pre-training steps.")
+_STAGE2 = flags.DEFINE_integer("stage2_steps", 400, "Spectra pre-training steps.")
+_FINETUNE = flags.DEFINE_integer("finetune_steps", 300, "Fine-tuning steps per run.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size of every run.")
 _HIDDEN = flags.DEFINE_integer("hidden", 64, "ET width (model.hidden).")
 _LAYERS = flags.DEFINE_integer("layers", 3, "ET layers.")

@@ -3,7 +3,9 @@
 The pre-trained checkpoint's params are {"encoder", "noise_head", "specformer"}; a
 fine-tuning model has {"encoder", "head_<t>_<kind>", "noise_head"?}. Every top-level
 subtree present in both with identical structure and shapes is copied; everything
-else keeps its fresh initialisation, and the report says which is which.
+else keeps its fresh initialisation, and the report says which is which. A copied
+SpecFormer brings its BatchNorm running statistics (`start_from`, which stage 2 and
+fine-tuning call with `init_from`).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from molspectra_jax.models.heads import MOLECULE_LEVEL
 from molspectra_jax.models.property_model import PropertyModel
 from molspectra_jax.train import loop, sharding
 from molspectra_jax.train.finetune_step import predict, train_step
-from molspectra_jax.train.handoff import start_from
+from molspectra_jax.train.handoff import initialiser
 from molspectra_jax.train.metrics import MetricWriter
 from molspectra_jax.train.neighbors import candidate_check
 from molspectra_jax.train.optim import current_learning_rate, make_optimizer
@@ -217,9 +217,6 @@ def setup(config, mesh) -> loop.Run:
         mae = evaluate(predict_fn, state.params, iterators["valid"], mesh, len(targets))
         return float(np.mean(mae / scale)), _named("mae", metrics, mae)
 
-    start = functools.partial(
-        start_from, path=config.init_from, model_config=config.model.to_dict()
-    )
     return loop.Run(
         name="fine-tune",
         mesh=mesh,
@@ -227,7 +224,7 @@ def setup(config, mesh) -> loop.Run:
         train_step=step,
         iterators=iterators,
         evaluate=evaluate_valid,
-        init_from=start if config.init_from else None,
+        init_from=initialiser(config),
         # float32 as ever: checkpoints written before stay readable
         extra_arrays={"stats": {k: np.float32(v) for k, v in stats._asdict().items()}},
         # What `molspectra_jax.load` needs without the data source (a user's file may be

@@ -5,12 +5,14 @@ fine-tuning model has {"encoder", "head_<t>_<kind>", "noise_head"?}. Every top-l
 subtree present in both with identical structure and shapes is copied; everything
 else keeps its fresh initialisation, and the report says which is which. A copied
 SpecFormer brings its BatchNorm running statistics (`start_from`, which stage 2 and
-fine-tuning call with `init_from`).
+fine-tuning call through `initialiser(config)`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -47,6 +49,19 @@ def load_pretrained_params(params: dict, path: str, model_config: dict) -> dict:
     return _load(params, path, model_config)[0]
 
 
+def initialiser(config) -> Callable | None:
+    """`state -> start_from(state, config.init_from, ...)` for `loop.Run.init_from`; None
+    when the config starts from scratch."""
+    if not config.init_from:
+        return None
+    return functools.partial(start_from, path=config.init_from, model_config=config.model.to_dict())
+
+
+def _cast_like(template, source):
+    """`source`'s arrays (same tree as `template`) in `template`'s dtypes, on the host."""
+    return jax.tree.map(lambda x, y: np.asarray(y, np.asarray(x).dtype), template, source)
+
+
 def start_from(state, path: str, model_config: dict):
     """`state` (a fresh `TrainState`) from the checkpoint at `path`: its matching params
     (`load_pretrained_params`), SpecFormer's BatchNorm statistics with its weights, and a
@@ -55,9 +70,7 @@ def start_from(state, path: str, model_config: dict):
     batch_stats = state.batch_stats  # SpecFormer's: {} without one
     pretrained_stats = arrays.get("batch_stats") or {}
     if "specformer" in loaded and batch_stats and _same_layout(batch_stats, pretrained_stats):
-        batch_stats = jax.tree.map(
-            lambda x, y: np.asarray(y, np.asarray(x).dtype), batch_stats, pretrained_stats
-        )
+        batch_stats = _cast_like(batch_stats, pretrained_stats)
         print("loaded with the specformer: its BatchNorm running statistics")
     return state.replace(params=params, opt_state=state.tx.init(params), batch_stats=batch_stats)
 
@@ -84,9 +97,7 @@ def _load(params: dict, path: str, model_config: dict) -> tuple[dict, list[str],
     out = dict(params)
     for name, subtree in params.items():
         if name in pretrained and _same_layout(subtree, pretrained[name]):
-            out[name] = jax.tree.map(
-                lambda x, y: np.asarray(y, np.asarray(x).dtype), subtree, pretrained[name]
-            )
+            out[name] = _cast_like(subtree, pretrained[name])
             loaded.append(name)
         else:
             skipped.append(name)

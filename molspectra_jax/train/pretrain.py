@@ -19,7 +19,7 @@ from molspectra_jax.models import build_encoder
 from molspectra_jax.models.pretrain_model import PretrainModel
 from molspectra_jax.models.specformer import SpecFormer
 from molspectra_jax.train import loop, sharding
-from molspectra_jax.train.handoff import start_from
+from molspectra_jax.train.handoff import initialiser
 from molspectra_jax.train.neighbors import candidate_check
 from molspectra_jax.train.optim import current_learning_rate, make_optimizer
 from molspectra_jax.train.pretrain_step import pretrain_loss, pretrain_step
@@ -107,9 +107,6 @@ def setup(config, mesh) -> loop.Run:
         means = {k: float(np.mean([t[k] for t in totals])) for k in totals[0]}
         return means["loss"], means
 
-    start = functools.partial(
-        start_from, path=config.init_from, model_config=config.model.to_dict()
-    )
     return loop.Run(
         name=f"pre-train (stage {config.stage})",
         mesh=mesh,
@@ -117,7 +114,7 @@ def setup(config, mesh) -> loop.Run:
         train_step=functools.partial(pretrain_step, learning_rate=rate, **loss_kwargs),
         iterators=iterators,
         evaluate=evaluate,
-        init_from=start if config.init_from else None,
+        init_from=initialiser(config),
         task=PretrainTask(model=model, specformer=specformer),
     )
 

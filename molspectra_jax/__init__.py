@@ -17,7 +17,7 @@ pulls in nothing but jax:
 
 import importlib
 
-__version__ = "0.3.1"
+__version__ = "0.3.2"
 
 _LAZY = {
     "Graph": ("molspectra_jax.graph", "Graph"),
